@@ -1,0 +1,173 @@
+"""Settings: ``params.yaml`` (DVC's params file), ``--set key=value`` overrides and the demo overlay.
+
+Each stage reads one section into a frozen dataclass of its own (:func:`section`), so a typo in a
+key is an error that names the key, and :func:`section_hash` identifies exactly the settings a
+stage depends on.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .errors import ConfigError
+from .hashing import short_id
+from .io import dumps_json
+
+T = TypeVar("T")
+
+#: The checkout this package runs from (holds params.yaml, dvc.yaml and data/demo).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEMO_ROOT = PROJECT_ROOT / "data" / "demo"
+
+#: What ``--demo`` changes: the bundled synthetic corpus and the tiny local generator.
+DEMO_OVERLAY: dict[str, Any] = {
+    "sources": {
+        "mimic_cxr": {"reports": str(DEMO_ROOT / "mimic-cxr"), "jpg_root": str(DEMO_ROOT / "mimic-cxr-jpg")},
+        "mimic_nle": {"dir": str(DEMO_ROOT / "mimic-nle")},
+        "rad_restruct": {"dir": str(DEMO_ROOT / "rad-restruct" / "data" / "radrestruct")},
+        "predictions": None,
+    },
+    "generate": {"model_preset": "demo-tiny", "backend": "transformers", "model": None, "revision": None},
+}
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"a.b.c=value"`` -> (["a","b","c"], value parsed as YAML)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set label.labeler=rules")
+    key, raw = item.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"--set {item!r}: empty key")
+    return path, yaml.safe_load(raw) if raw.strip() else None
+
+
+def apply_overrides(params: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    params = copy.deepcopy(params)
+    for item in overrides:
+        path, value = parse_override(item)
+        node = params
+        for part in path[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(path[:-1])} is not a section of params.yaml")
+            node = node[part]
+        if path[-1] not in node:
+            raise ConfigError(f"--set {item!r}: unknown key {'.'.join(path)} (not in params.yaml)")
+        node[path[-1]] = value
+    return params
+
+
+def load_params(path: str | Path | None = None, overrides: Sequence[str] = (), *,
+                demo: bool = False) -> dict[str, Any]:
+    """Read params.yaml (default: the project's), apply the demo overlay and ``--set`` overrides.
+
+    Relative source paths are resolved against the folder of the params file.
+    """
+    path = Path(path) if path else PROJECT_ROOT / "params.yaml"
+    if not path.exists():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    params = _resolve_sources(params, path.parent.resolve())
+    if demo:
+        params = deep_merge(params, DEMO_OVERLAY)
+    return apply_overrides(params, overrides)
+
+
+def _resolve_sources(params: dict[str, Any], base: Path) -> dict[str, Any]:
+    params = copy.deepcopy(params)
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, str) and node and not Path(node).is_absolute():
+            return str((base / node).resolve())
+        return node
+
+    if "sources" in params:
+        params["sources"] = walk(params["sources"])
+    return params
+
+
+def section_hash(params: Mapping[str, Any], *keys: str) -> str:
+    """Hash of the named top-level sections (e.g. ``"label", "seed"``): what a stage depends on."""
+    picked = {k: params.get(k) for k in keys}
+    return short_id(dumps_json(picked), length=16)
+
+
+# --- typed sections ---------------------------------------------------------------------------
+
+def section(cls: type[T], params: Mapping[str, Any], key: str) -> T:
+    """Build dataclass ``cls`` from ``params[key]`` (dotted keys allowed), rejecting unknown keys."""
+    node: Any = params
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise ConfigError(f"params: section {key!r} is missing")
+        node = node[part]
+    return from_mapping(cls, node or {}, key)
+
+
+def from_mapping(cls: type[T], data: Mapping[str, Any], where: str) -> T:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"params: {where} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"params: unknown key(s) {', '.join(where + '.' + u for u in unknown)}"
+                          f" (known: {', '.join(sorted(fields))})")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{where}.{name}")
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"params: {where}: {err}") from None
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_mapping(hint, value or {}, where)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        if len(args) == 1:
+            return _coerce(args[0], value, where)
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and not isinstance(value, hint):
+        raise ConfigError(f"params: {where} must be {hint.__name__}, got {value!r}")
+    if origin in (list, tuple) and value is not None:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"params: {where} must be a list, got {value!r}")
+        (inner, *_) = typing.get_args(hint) or (Any,)
+        items = [_coerce(inner, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict and value is not None and not isinstance(value, Mapping):
+        raise ConfigError(f"params: {where} must be a mapping, got {value!r}")
+    return value

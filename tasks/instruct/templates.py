@@ -1,0 +1,119 @@
+"""Loading the per-task prompt templates (``prompt_templates/<task>.yaml``).
+
+A template file holds ``task``, ``version``, ``kind`` (ground_truth | replay), ``instructions``
+(variant lists per mode, strings or ``{text, region}`` mappings), and for replay tasks the
+``generation`` prompt. A folder of the same files (``plan.templates_dir``) replaces the packaged
+ones, e.g. the output of :mod:`.import_original`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import InputError
+from ..text.conversation import TEMPLATE_PACKAGE
+
+KINDS = ("ground_truth", "replay")
+
+
+@dataclass(frozen=True)
+class Variant:
+    mode: str
+    index: int
+    text: str
+    region: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskTemplates:
+    task: str
+    version: str
+    kind: str
+    modes: dict[str, tuple[Variant, ...]]
+    generation: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    digest: str = ""
+
+    def variants(self, mode: str = "default") -> tuple[Variant, ...]:
+        try:
+            return self.modes[mode]
+        except KeyError:
+            raise InputError(self.source, f"no instruction variants for mode {mode!r}",
+                             expected="modes " + ", ".join(self.modes)) from None
+
+    def template_id(self, variant: Variant) -> str:
+        """e.g. ``findings_qa/binary#3@1``: task, mode, variant index and template version."""
+        return f"{self.task}/{variant.mode}#{variant.index}@{self.version}"
+
+
+def _parse(data: Any, source: str) -> TaskTemplates:
+    if not isinstance(data, dict):
+        raise InputError(source, "template file is not a mapping", expected="task, version, kind, instructions")
+    missing = [k for k in ("task", "version", "kind", "instructions") if k not in data]
+    if missing:
+        raise InputError(source, f"missing key(s) {', '.join(missing)}", expected="task, version, kind, instructions")
+    if data["kind"] not in KINDS:
+        raise InputError(source, f"unknown kind {data['kind']!r}", expected=" or ".join(KINDS))
+    instructions = data["instructions"]
+    if not isinstance(instructions, dict) or not instructions:
+        raise InputError(source, "instructions must map a mode to a list of variants", expected="e.g. default: [...]")
+    modes: dict[str, tuple[Variant, ...]] = {}
+    for mode, items in instructions.items():
+        if not isinstance(items, list) or not items:
+            raise InputError(source, f"instructions.{mode} must be a non-empty list")
+        variants = []
+        for i, item in enumerate(items):
+            if isinstance(item, str):
+                variants.append(Variant(mode, i, " ".join(item.split())))
+            elif isinstance(item, dict) and isinstance(item.get("text"), str):
+                variants.append(Variant(mode, i, " ".join(item["text"].split()), item.get("region")))
+            else:
+                raise InputError(source, f"instructions.{mode}[{i}] is neither a string nor {{text, region}}")
+        modes[str(mode)] = tuple(variants)
+    if data["kind"] == "replay" and not isinstance(data.get("generation"), dict):
+        raise InputError(source, "replay task without a generation section", expected="generation: {prompt: ...}")
+    extra = {k: v for k, v in data.items() if k not in ("task", "version", "kind", "instructions", "generation",
+                                                         "description")}
+    return TaskTemplates(task=str(data["task"]), version=str(data["version"]), kind=data["kind"], modes=modes,
+                         generation=dict(data.get("generation") or {}), extra=extra, source=source)
+
+
+@lru_cache(maxsize=None)
+def load_templates(task: str, templates_dir: str | None = None) -> TaskTemplates:
+    """The templates of ``task`` from ``templates_dir`` (if given and present) or the package."""
+    if templates_dir and (Path(templates_dir) / f"{task}.yaml").exists():
+        path = Path(templates_dir) / f"{task}.yaml"
+        text, source = path.read_text(encoding="utf-8"), str(path)
+    else:
+        resource = files(TEMPLATE_PACKAGE).joinpath(f"{task}.yaml")
+        if not resource.is_file():
+            raise InputError(f"prompt_templates/{task}.yaml", "template file not found")
+        text, source = resource.read_text(encoding="utf-8"), f"prompt_templates/{task}.yaml"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise InputError(source, f"not valid YAML ({' '.join(str(err).split())})") from None
+    templates = _parse(data, source)
+    if templates.task != task:
+        raise InputError(source, f"declares task {templates.task!r}", expected=repr(task))
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return TaskTemplates(**{**templates.__dict__, "digest": digest})
+
+
+def template_files(templates_dir: str | None = None) -> list[Path]:
+    """Paths of the template files in use (for stage fingerprints)."""
+    packaged = Path(str(files(TEMPLATE_PACKAGE)))
+    names = sorted(p.name for p in packaged.glob("*.yaml"))
+    out = []
+    for name in names:
+        custom = Path(templates_dir) / name if templates_dir else None
+        out.append(custom if custom is not None and custom.exists() else packaged / name)
+    return out

@@ -1,0 +1,130 @@
+"""Crash-safe file output (temp name, then rename), Parquet/JSON helpers and input fingerprints.
+
+Nothing the pipeline writes is ever visible half-written: every writer goes through
+:func:`atomic_path`, which hands out a temporary sibling name and renames it into place only
+after the body finished without error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PARQUET_COMPRESSION = "zstd"
+
+
+def _tmp_sibling(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_path(path: str | Path, *, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it onto ``path`` when the block succeeds.
+
+    With ``directory=True`` the temporary path is created as an empty directory and replaces any
+    existing directory at ``path`` as a whole.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(path)
+    if directory:
+        tmp.mkdir()
+    try:
+        yield tmp
+        if directory and path.exists():
+            old = _tmp_sibling(path)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            _remove(old)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def write_parquet(table: pa.Table, path: str | Path, *, row_group_size: int | None = None) -> Path:
+    """Write ``table`` as zstd Parquet atomically. Same table in, same bytes out."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression=PARQUET_COMPRESSION, row_group_size=row_group_size,
+                       write_statistics=True)
+    return path
+
+
+def read_parquet(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    path = Path(path)
+    if not path.exists():
+        from .errors import InputError
+        raise InputError(path, "file not found", expected="the output of an earlier stage; run it first")
+    return pq.read_table(path, columns=columns)
+
+
+def dumps_json(obj: Any) -> str:
+    """Canonical JSON text (sorted keys, two-space indent, trailing newline)."""
+    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+
+
+def write_json(obj: Any, path: str | Path) -> Path:
+    return write_text(dumps_json(obj), path)
+
+
+def write_text(text: str, path: str | Path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def fingerprint(path: str | Path) -> str:
+    """A cheap identity of an input: sha256 of a file's bytes, or of a directory's listing.
+
+    A directory (e.g. the 227k MIMIC-CXR report files) is fingerprinted by its sorted listing of
+    (relative path, size, mtime) so that an unchanged tree is recognised without reading it.
+    """
+    path = Path(path)
+    if path.is_file():
+        return "file:" + sha256_file(path)
+    if path.is_dir():
+        h = hashlib.sha256()
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            for name in sorted(files):
+                p = Path(root, name)
+                st = p.stat()
+                h.update(f"{p.relative_to(path).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return "dir:" + h.hexdigest()
+    return "missing"

@@ -1,0 +1,94 @@
+"""The ingest stage: the three sources in their on-disk formats -> clean interim Parquet tables.
+
+Writes ``interim/{reports,images,nle,radrestruct_qa}.parquet`` (plus ``chexpert_provided.parquet``
+when MIMIC's CheXpert CSV is present) and ``reports/ingest-summary.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from ...schemas import NLE, RADRESTRUCT_QA
+from ..errors import ConfigError
+from ..io import write_json, write_parquet
+from ..stage import StageSpec
+from ..workdir import Workdir
+from .mimic_cxr import CHEXPERT, METADATA, SPLIT, MimicCxrPaths, find_table, load_mimic_cxr
+from .mimic_nle import read_nle_records, resolve_against_reports
+from .rad_restruct import load_rad_restruct
+
+TABLES = ("reports", "images", "nle", "radrestruct_qa")
+
+
+@dataclass(frozen=True)
+class MimicCxrSource:
+    reports: str | None = None
+    jpg_root: str | None = None
+
+
+@dataclass(frozen=True)
+class FolderSource:
+    dir: str | None = None
+
+
+@dataclass(frozen=True)
+class SourcesConfig:
+    mimic_cxr: MimicCxrSource = field(default_factory=MimicCxrSource)
+    mimic_nle: FolderSource = field(default_factory=FolderSource)
+    rad_restruct: FolderSource = field(default_factory=FolderSource)
+    predictions: str | None = None
+
+    def cxr_paths(self) -> MimicCxrPaths:
+        if not self.mimic_cxr.reports or not self.mimic_cxr.jpg_root:
+            raise ConfigError("params: sources.mimic_cxr.reports and sources.mimic_cxr.jpg_root must be set "
+                              "(or pass --demo to use the bundled synthetic corpus)")
+        return MimicCxrPaths(Path(self.mimic_cxr.reports), Path(self.mimic_cxr.jpg_root))
+
+
+def output_paths(wd: Workdir) -> list[Path]:
+    return [wd.table(name) for name in TABLES] + [wd.table("chexpert_provided")]
+
+
+def stage_spec(cfg: SourcesConfig, wd: Workdir, settings: dict[str, Any]) -> StageSpec:
+    paths = cfg.cxr_paths()
+    inputs = [paths.reports]
+    for name in (METADATA, SPLIT, CHEXPERT):
+        found = find_table(paths.jpg_root, name, required=False)
+        inputs.append(found if found else paths.jpg_root / f"{name}.gz")
+    for folder in (cfg.mimic_nle.dir, cfg.rad_restruct.dir):
+        if folder:
+            inputs.append(Path(folder))
+    return StageSpec("ingest", inputs, settings, output_paths(wd), code=("tasks/sources", "tasks/text"))
+
+
+def ingest(cfg: SourcesConfig, wd: Workdir) -> dict[str, Any]:
+    """Run the ingest stage; returns its summary (row counts and data notes)."""
+    nle_frame = read_nle_records(Path(cfg.mimic_nle.dir)) if cfg.mimic_nle.dir else None
+    keep = frozenset(int(s) for s in nle_frame["study_id"]) if nle_frame is not None else frozenset()
+    cxr = load_mimic_cxr(cfg.cxr_paths(), keep)
+    notes: dict[str, int] = dict(cxr.notes)
+
+    if nle_frame is not None:
+        nle, nle_notes = resolve_against_reports(nle_frame, cxr.reports.to_pandas(), cxr.raw_texts)
+        notes.update(nle_notes)
+    else:
+        nle = NLE.empty_table()
+    if cfg.rad_restruct.dir:
+        radrestruct, rr_notes = load_rad_restruct(Path(cfg.rad_restruct.dir))
+        notes.update(rr_notes)
+    else:
+        radrestruct = RADRESTRUCT_QA.empty_table()
+
+    tables: dict[str, pa.Table] = {"reports": cxr.reports, "images": cxr.images, "nle": nle,
+                                   "radrestruct_qa": radrestruct}
+    chexpert = cxr.chexpert if cxr.chexpert is not None else pa.table({"study_id": pa.array([], pa.int64())})
+    for name, table in {**tables, "chexpert_provided": chexpert}.items():
+        write_parquet(table, wd.table(name))
+    summary = {"rows": {name: t.num_rows for name, t in tables.items()}, "notes": notes,
+               "chexpert_provided": cxr.chexpert is not None}
+    write_json(summary, wd.report("ingest-summary.json"))
+    return summary
