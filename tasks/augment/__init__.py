@@ -1,1 +1,1 @@
-"""TODO"""
+"""Augmentations applied while planning samples: context dropping and class balancing."""

@@ -62,3 +62,12 @@ def column(condition: str) -> str:
 
 
 CONDITION_COLUMNS: tuple[str, ...] = tuple(column(c) for c in CONDITIONS)
+
+
+#: How a condition reads inside a sentence, where the CheXpert label name does not.
+_SPOKEN = {"Pleural Other": "other pleural abnormality"}
+
+
+def spoken_name(condition: str) -> str:
+    """Lower-cased condition name for free-text prompts ("Pleural Effusion" -> "pleural effusion")."""
+    return _SPOKEN.get(condition, condition.lower())

@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from ...schemas import NLE, RADRESTRUCT_QA
+from ..config import section
 from ..errors import ConfigError
 from ..io import write_json, write_parquet
 from ..stage import StageSpec
@@ -53,7 +54,12 @@ def output_paths(wd: Workdir) -> list[Path]:
     return [wd.table(name) for name in TABLES] + [wd.table("chexpert_provided")]
 
 
-def stage_spec(cfg: SourcesConfig, wd: Workdir, settings: dict[str, Any]) -> StageSpec:
+def load_config(params: dict[str, Any]) -> SourcesConfig:
+    return section(SourcesConfig, params, "sources")
+
+
+def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
+    cfg = load_config(params)
     paths = cfg.cxr_paths()
     inputs = [paths.reports]
     for name in (METADATA, SPLIT, CHEXPERT):
@@ -62,7 +68,12 @@ def stage_spec(cfg: SourcesConfig, wd: Workdir, settings: dict[str, Any]) -> Sta
     for folder in (cfg.mimic_nle.dir, cfg.rad_restruct.dir):
         if folder:
             inputs.append(Path(folder))
+    settings = {"mimic_cxr": cfg.mimic_cxr.__dict__, "mimic_nle": cfg.mimic_nle.dir, "rad_restruct": cfg.rad_restruct.dir}
     return StageSpec("ingest", inputs, settings, output_paths(wd), code=("tasks/sources", "tasks/text"))
+
+
+def run_ingest(params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
+    return ingest(load_config(params), wd)
 
 
 def ingest(cfg: SourcesConfig, wd: Workdir) -> dict[str, Any]:

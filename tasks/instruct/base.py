@@ -1,0 +1,141 @@
+"""What every task builder shares: the build context, variant choice, conversation turns and the
+assembly of a builder's columns into plan rows.
+
+A builder receives a pandas frame of source rows (one per sample) and returns a frame with the
+plan columns of :data:`schemas.PLAN`; ``history`` / ``messages`` / ``gen_messages`` hold lists of
+``{"role", "content"}`` dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..augment.context_dropping import contexts, draw_modes
+from ..hashing import draws, key_hashes, pick, short_id
+from ..text.conversation import Conversation, load_conversation
+from .presets import Preset
+from .templates import TaskTemplates, Variant, load_templates
+
+NO_COMMON_FINDINGS = "no common findings"
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    seed: int
+    preset: Preset
+    splits: tuple[str, ...] = ("train", "validate", "test")
+    templates_dir: str | None = None
+
+    @property
+    def conversation(self) -> Conversation:
+        return load_conversation()
+
+    def templates(self, task: str) -> TaskTemplates:
+        return load_templates(task, self.templates_dir)
+
+    def draw(self, purpose: str, keys: Sequence[str] | pd.Series) -> np.ndarray:
+        return draws(self.seed, purpose, key_hashes(keys))
+
+    def variants(self, task: str, mode: str, keys: Sequence[str] | pd.Series) -> list[Variant]:
+        """One instruction variant per key, drawn from (seed, task, mode, key)."""
+        options = self.templates(task).variants(mode)
+        idx = pick(self.draw(f"variant:{task}:{mode}", keys), len(options))
+        return [options[i] for i in idx]
+
+
+def findings_prompt_value(structured_findings: str | None) -> str:
+    """The ``Predicted Findings`` text: lower-cased positives, or "no common findings"."""
+    return structured_findings.lower() if structured_findings else NO_COMMON_FINDINGS
+
+
+def report_generation_instruction(ctx: BuildContext, structured_findings: str | None) -> str:
+    (variant,) = ctx.templates("report_generation").variants("default")[:1]
+    return variant.text.format(image_prefix=ctx.conversation.image_prefix,
+                               findings=findings_prompt_value(structured_findings))
+
+
+def report_turns(ctx: BuildContext, structured_findings: str | None, report: str) -> list[dict[str, str]]:
+    """The report-generation exchange that report-based tasks carry in their history."""
+    return [{"role": "user", "content": report_generation_instruction(ctx, structured_findings)},
+            {"role": "assistant", "content": report}]
+
+
+def user_turn(ctx: BuildContext, history: list[dict[str, str]], instruction: str) -> str:
+    """A conversation without history starts with the image slot."""
+    return instruction if history else ctx.conversation.image_prefix + instruction
+
+
+def sample_ids(keys: pd.Series) -> list[str]:
+    return [short_id(k) for k in keys]
+
+
+def finish(frame: pd.DataFrame, *, task: str, ctx: BuildContext, history: list[list[dict]],
+           instructions: list[str], outputs: list[str | None], template_ids: list[str],
+           gen_messages: list[list[dict] | None] | None = None) -> pd.DataFrame:
+    """Add the conversation columns to ``frame`` (which carries the row's ids and metadata).
+
+    ``instructions`` are the final user turns as they appear in the conversation; ``outputs`` the
+    answers (None for replay rows, whose answer the generator writes).
+    """
+    out = frame.copy()
+    out["task"] = task
+    out["history"] = history
+    out["instruction"] = instructions
+    out["output"] = outputs
+    out["messages"] = [
+        h + [{"role": "user", "content": q}] + ([] if a is None else [{"role": "assistant", "content": a}])
+        for h, q, a in zip(history, instructions, outputs)
+    ]
+    out["template_id"] = template_ids
+    out["template_version"] = ctx.templates(task).version
+    out["gen_messages"] = gen_messages if gen_messages is not None else [None] * len(out)
+    out["is_pseudo_label"] = gen_messages is not None
+    out["sample_id"] = sample_ids(out["sample_key"])
+    if "context_mode" not in out:
+        out["context_mode"] = "full"
+    return out
+
+
+def mimic_meta(rows: pd.DataFrame, keys: pd.Series | list[str], *, task_mode: object = None,
+               source_ref: object = None, source: str = "mimic-cxr") -> pd.DataFrame:
+    """The id / provenance columns of MIMIC-CXR image rows."""
+    return pd.DataFrame({
+        "sample_key": list(keys),
+        "split": rows["split"].to_numpy(),
+        "task_mode": task_mode,
+        "source": source,
+        "source_ref": source_ref,
+        "subject_id": rows["subject_id"].to_numpy(),
+        "study_id": rows["study_id"].to_numpy(),
+        "dicom_id": rows["dicom_id"].to_numpy(),
+        "image_path": rows["image_path"].to_numpy(),
+        "view_position": rows["view_position"].to_numpy(),
+        "structured_findings": rows["structured_findings"].to_numpy(),
+        "labeler": rows["labeler"].to_numpy(),
+    })
+
+
+def keyed(task: str, *parts: pd.Series | str) -> pd.Series:
+    """Stable sample keys ``task:part1:part2...``."""
+    key = pd.Series(task, index=parts[0].index if isinstance(parts[0], pd.Series) else None, dtype=object)
+    for part in parts:
+        key = key + ":" + (part.astype(str) if isinstance(part, pd.Series) else str(part))
+    return key
+
+
+def context_histories(ctx: BuildContext, task: str, keys: pd.Series, rows: pd.DataFrame
+                      ) -> tuple[list[list[dict[str, str]]], list[str]]:
+    """Each row's history (the report-generation exchange, possibly cut by context dropping) and
+    its context mode; tasks without context dropping always get the full context."""
+    if task in ctx.preset.context_dropping:
+        modes = list(draw_modes(ctx.draw(f"context:{task}", keys)))
+    else:
+        modes = ["full"] * len(rows)
+    texts = contexts(ctx.seed, list(keys), modes, list(rows["findings"]))
+    histories = [[] if text is None else report_turns(ctx, findings, text)
+                 for text, findings in zip(texts, rows["structured_findings"])]
+    return histories, modes

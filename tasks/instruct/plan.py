@@ -1,0 +1,109 @@
+"""The plan stage: decide every sample before any model runs.
+
+Reads the ingest and label tables, builds each task of the allocation preset with its builder
+and writes ``interim/plan.parquet`` (schema :data:`schemas.PLAN`, rows ordered by task then
+sample key) and ``reports/plan-summary.json``. Replay rows carry ``gen_messages``, the
+conversation the generate stage answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from ...schemas import PLAN
+from ..config import section
+from ..errors import ConfigError, InputError
+from ..io import read_parquet, write_json, write_parquet
+from ..stage import StageSpec
+from ..workdir import Workdir
+from .base import BuildContext
+from .inputs import PlanInputs, assign_parts, image_frame
+from .presets import ALL_TASKS, get_preset
+from .registry import BUILDERS
+from .templates import template_files
+
+INPUT_TABLES = ("reports", "images", "labels", "nle", "radrestruct_qa")
+SPLITS = ("train", "validate", "test")
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    preset: str = "radialog-v1.1"
+    splits: list[str] = field(default_factory=lambda: list(SPLITS))
+    #: a folder of template YAML files replacing the packaged ones (e.g. imported originals)
+    templates_dir: str | None = None
+
+
+def load_config(params: dict[str, Any]) -> PlanConfig:
+    cfg = section(PlanConfig, params, "plan")
+    bad = [s for s in cfg.splits if s not in SPLITS]
+    if bad or not cfg.splits:
+        raise ConfigError(f"params: plan.splits has {bad or 'no splits'} (expected a subset of {', '.join(SPLITS)})")
+    get_preset(cfg.preset)
+    return cfg
+
+
+def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
+    cfg = load_config(params)
+    inputs = [wd.table(t) for t in INPUT_TABLES] + template_files(cfg.templates_dir)
+    if wd.table("prediction_labels").exists():
+        inputs.append(wd.table("prediction_labels"))
+    return StageSpec("plan", inputs, {"plan": params.get("plan"), "seed": params.get("seed")},
+                     [wd.table("plan")], code=("tasks/instruct", "tasks/augment", "tasks/text"))
+
+
+def load_inputs(ctx: BuildContext, wd: Workdir) -> PlanInputs:
+    tables = {name: read_parquet(wd.table(name)).to_pandas() for name in INPUT_TABLES}
+    images = image_frame(tables["reports"], tables["images"], tables["labels"], ctx.splits)
+    predictions = None
+    if wd.table("prediction_labels").exists():
+        predictions = read_parquet(wd.table("prediction_labels")).to_pandas()
+    return PlanInputs(images=images, parts=assign_parts(ctx, images), nle=tables["nle"],
+                      radrestruct=tables["radrestruct_qa"], predictions=predictions)
+
+
+def build_plan(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
+    frames = [BUILDERS[task](ctx, inputs) for task in ALL_TASKS if task in ctx.preset.tasks]
+    plan = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else None
+    if plan is None:
+        raise InputError(None, "the plan is empty: no source rows in the configured splits")
+    order = {task: i for i, task in enumerate(ALL_TASKS)}
+    plan = plan.assign(_t=plan["task"].map(order)).sort_values(["_t", "sample_key"], kind="stable")
+    plan = plan.drop(columns="_t").reset_index(drop=True)
+    dup = plan["sample_id"].duplicated()
+    if dup.any():
+        raise InputError(None, f"sample id collision for key {plan.loc[dup, 'sample_key'].iloc[0]!r}")
+    return plan
+
+
+def to_table(plan: pd.DataFrame) -> pa.Table:
+    frame = plan[PLAN.names].astype({"subject_id": "Int64", "study_id": "Int64"})
+    for name in ("task_mode", "source_ref", "view_position", "structured_findings", "labeler", "output"):
+        frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
+    return pa.Table.from_pandas(frame, schema=PLAN, preserve_index=False)
+
+
+def run_plan(params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
+    cfg = load_config(params)
+    ctx = BuildContext(seed=int(params["seed"]), preset=get_preset(cfg.preset), splits=tuple(cfg.splits),
+                       templates_dir=cfg.templates_dir)
+    inputs = load_inputs(ctx, wd)
+    plan = build_plan(ctx, inputs)
+    write_parquet(to_table(plan), wd.table("plan"))
+    counts = plan.groupby(["task", "split"]).size()
+    summary = {
+        "preset": cfg.preset,
+        "rows": len(plan),
+        "rows_per_task": {t: int(n) for t, n in plan["task"].value_counts().sort_index().items()},
+        "rows_per_task_split": {f"{t}/{s}": int(n) for (t, s), n in counts.items()},
+        "replay_rows": int(plan["gen_messages"].notna().sum()),
+        "context_modes": {f"{t}/{m}": int(n) for (t, m), n in plan.groupby(["task", "context_mode"]).size().items()},
+        "notes": inputs.notes,
+    }
+    write_json(summary, wd.report("plan-summary.json"))
+    return summary

@@ -1,0 +1,52 @@
+"""Report generation (RG): write the findings section given the image and its structured findings.
+
+Target: the MIMIC-CXR findings section; images of studies without findings are excluded. Rows are
+stratified like the original: every image with a positive finding (No Finding not positive and at
+least one condition positive) appears ``rg_epochs`` times in train, and no-finding images are
+added up to 1/13 of those rows, picked by seeded rank.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..labeling.conditions import CONDITIONS, NO_FINDING, column
+from .base import BuildContext, finish, keyed, mimic_meta, report_generation_instruction
+from .inputs import PlanInputs, positive_mask
+from .presets import REPORT_GENERATION
+
+TASK = REPORT_GENERATION
+
+
+def stratify(ctx: BuildContext, rows: pd.DataFrame) -> pd.DataFrame:
+    """Finding rows x epochs (train) plus the sampled no-finding rows, with ``epoch``/``stratum``."""
+    no_finding = rows[column(NO_FINDING)].to_numpy(dtype=float) == 1.0
+    any_positive = positive_mask(rows, CONDITIONS).any(axis=1)
+    finding = pd.Series(~no_finding & any_positive, index=rows.index)
+    out = []
+    for split, group in rows.groupby("split", sort=True):
+        epochs = ctx.preset.rg_epochs if split == "train" else 1
+        mask = finding.loc[group.index].to_numpy()
+        found = group[mask]
+        for epoch in range(epochs):
+            out.append(found.assign(epoch=epoch, stratum="finding"))
+        rest = group[~mask]
+        quota = int(len(found) * epochs / 13)
+        if quota and len(rest):
+            order = np.argsort(ctx.draw(f"{TASK}:no_finding", rest["dicom_id"]), kind="stable")
+            out.append(rest.iloc[np.sort(order[:quota])].assign(epoch=0, stratum="no_finding"))
+    if not out:
+        return rows.iloc[:0].assign(epoch=0, stratum="")
+    return pd.concat(out).sort_values(["split", "subject_id", "study_id", "dicom_id", "epoch"], kind="stable")
+
+
+def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
+    rows = stratify(ctx, inputs.images[inputs.images["has_findings"].fillna(False).astype(bool)])
+    keys = keyed(TASK, rows["dicom_id"], rows["epoch"])
+    meta = mimic_meta(rows, keys, task_mode=rows["stratum"].to_numpy())
+    template = ctx.templates(TASK)
+    template_id = template.template_id(template.variants("default")[0])
+    return finish(meta, task=TASK, ctx=ctx, history=[[] for _ in range(len(rows))],
+                  instructions=[report_generation_instruction(ctx, s) for s in rows["structured_findings"]],
+                  outputs=list(rows["findings"]), template_ids=[template_id] * len(rows))

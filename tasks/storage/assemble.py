@@ -1,0 +1,178 @@
+"""The assemble stage: plan + generation cache + audit verdicts -> versioned shards + manifest.
+
+Replay rows get their answer from the generation cache (looked up by request hash; a missing
+result is an error naming the count, never a silent drop), the ``generation`` provenance struct
+and, when the audit stage ran, the ``audit`` struct. With ``exclude_failed_audit`` rows whose audit
+verdict is "fail" go to ``shards/<version>/excluded/`` with their reasons instead of the splits.
+The whole version folder is built under a temporary name and renamed into place, so a crash never
+leaves a half-written version. Same inputs, config and cache -> byte-identical shards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from ... import schemas
+from .. import PIPELINE_VERSION
+from ..config import section, section_hash
+from ..errors import InputError
+from ..generation.cache import GenerationCache
+from ..generation.requests import request_hashes
+from ..instruct.presets import ALL_TASKS
+from ..instruct.templates import load_templates
+from ..io import atomic_path, read_parquet, write_json
+from ..stage import StageSpec
+from ..workdir import Workdir
+from .exports import export
+from .shards import EXCLUDED_DIR, SPLIT_DIRS, write_split
+
+MANIFEST = "manifest.json"
+EXPORT_FILES = {"llava": "mimic_cxr_instruct_llava_v2.json", "flat": "mimic_cxr_instruct_stratified.json"}
+
+
+@dataclass(frozen=True)
+class AssembleConfig:
+    version: str = "v1.1.0"
+    rows_per_shard: int = 100_000
+    row_group_size: int = 5_000
+    exclude_failed_audit: bool = True
+    exports: list[str] = field(default_factory=lambda: ["llava", "flat"])
+
+
+def load_config(params: dict[str, Any]) -> AssembleConfig:
+    cfg = section(AssembleConfig, params, "assemble")
+    unknown = [e for e in cfg.exports if e not in EXPORT_FILES]
+    if unknown:
+        raise InputError(None, f"params: assemble.exports has unknown export(s) {', '.join(unknown)}",
+                         expected=", ".join(EXPORT_FILES))
+    return cfg
+
+
+def dataset_config_hash(params: dict[str, Any]) -> str:
+    return section_hash(params, "seed", "plan", "label", "generate", "assemble")
+
+
+def audit_path(wd: Workdir) -> Any:
+    return wd.table("audit")
+
+
+def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
+    cfg = load_config(params)
+    inputs = [wd.table("plan"), wd.cache / "generation", audit_path(wd)]
+    settings = {k: params.get(k) for k in ("seed", "plan", "label", "generate", "assemble")}
+    return StageSpec("assemble", inputs, settings, [wd.shards(cfg.version), wd.exports / cfg.version],
+                     code=("tasks/storage", "tasks/generation", "tasks/text"))
+
+
+def attach_generations(plan: pd.DataFrame, params: dict[str, Any], wd: Workdir) -> pd.DataFrame:
+    """Fill ``output``, the final assistant turn and ``generation`` of replay rows."""
+    frame = plan.copy()
+    frame["generation"] = None
+    replay = frame["gen_messages"].notna().to_numpy()
+    if not replay.any():
+        return frame
+    hashes = request_hashes(frame[replay], params, wd)
+    results = GenerationCache(wd.cache / "generation").lookup(hashes).set_index("request_hash")
+    missing = [h for h in hashes if h not in results.index]
+    if missing:
+        raise InputError(wd.cache / "generation", f"{len(missing)} of {len(hashes)} replay requests have no result",
+                         expected="a complete generation cache (run the generate stage first)")
+    found = results.loc[hashes]
+    texts = [str(t).strip() for t in found["text"]]
+    idx = frame.index[replay]
+    frame.loc[idx, "output"] = texts
+    frame.loc[idx, "messages"] = pd.Series(
+        [m + [{"role": "assistant", "content": t}] for m, t in zip(frame.loc[idx, "messages"], texts)],
+        index=idx, dtype=object)
+    frame.loc[idx, "generation"] = pd.Series([
+        {"backend": r.backend, "model": r.model, "revision": r.revision, "sampling_params": r.sampling,
+         "seed": int(r.seed), "request_hash": h, "finish_reason": r.finish_reason,
+         "prompt_tokens": int(r.prompt_tokens), "completion_tokens": int(r.completion_tokens)}
+        for h, r in zip(hashes, found.itertuples())], index=idx, dtype=object)
+    return frame
+
+
+def attach_audit(frame: pd.DataFrame, wd: Workdir) -> tuple[pd.DataFrame, bool]:
+    path = audit_path(wd)
+    frame = frame.copy()
+    if not path.exists():
+        frame["audit"] = None
+        return frame, False
+    audit = read_parquet(path, columns=["sample_id", "audit"]).to_pandas().set_index("sample_id")["audit"]
+    frame["audit"] = frame["sample_id"].map(audit).where(lambda s: s.notna(), None)
+    return frame, True
+
+
+def failed_audit(frame: pd.DataFrame) -> pd.Series:
+    return frame["audit"].map(lambda a: isinstance(a, dict) and a.get("verdict") == "fail").astype(bool)
+
+
+def to_samples(frame: pd.DataFrame) -> pa.Table:
+    out = frame.assign(pipeline_version=PIPELINE_VERSION)
+    out = out[schemas.INSTRUCT_SAMPLE.names].astype({"subject_id": "Int64", "study_id": "Int64"})
+    for name in ("task_mode", "source_ref", "view_position", "structured_findings", "labeler", "generation", "audit"):
+        out[name] = out[name].astype(object).where(out[name].notna(), None)
+    return pa.Table.from_pandas(out, schema=schemas.INSTRUCT_SAMPLE, preserve_index=False)
+
+
+def identities(frame: pd.DataFrame) -> dict[str, Any]:
+    gens = sorted({(g["backend"], g["model"], g["revision"], g["sampling_params"], g["seed"])
+                   for g in frame["generation"] if isinstance(g, dict)})
+    labelers = sorted({l for l in frame["labeler"].dropna().unique()})
+    return {"generators": [dict(zip(("backend", "model", "revision", "sampling_params", "seed"), g)) for g in gens],
+            "labelers": labelers}
+
+
+def counts(frame: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "rows": int(len(frame)),
+        "rows_per_task": {t: int(n) for t, n in frame["task"].value_counts().sort_index().items()},
+        "rows_per_split": {s: int(n) for s, n in frame["split"].value_counts().sort_index().items()},
+        "rows_per_task_split": {f"{t}/{s}": int(n) for (t, s), n in frame.groupby(["task", "split"]).size().items()},
+    }
+
+
+def run_assemble(params: dict[str, Any], wd: Workdir, *, exclude_failed_audit: bool | None = None) -> dict[str, Any]:
+    cfg = load_config(params)
+    exclude = cfg.exclude_failed_audit if exclude_failed_audit is None else exclude_failed_audit
+    plan = read_parquet(wd.table("plan")).to_pandas()
+    frame = attach_generations(plan, params, wd)
+    frame, audited = attach_audit(frame, wd)
+    failed = failed_audit(frame) if exclude else pd.Series(False, index=frame.index)
+    kept, excluded = frame[~failed], frame[failed]
+
+    version_dir = wd.shards(cfg.version)
+    manifest: dict[str, Any] = {
+        "version": cfg.version, "pipeline_version": PIPELINE_VERSION, "config_hash": dataset_config_hash(params),
+        "seed": params.get("seed"), "preset": (params.get("plan") or {}).get("preset"),
+        "templates": {t: {"version": load_templates(t, (params.get("plan") or {}).get("templates_dir")).version,
+                          "digest": load_templates(t, (params.get("plan") or {}).get("templates_dir")).digest}
+                      for t in ALL_TASKS if t in set(kept["task"])},
+        **identities(frame), **counts(kept), "audited": audited,
+        "excluded": {"rows": int(len(excluded)),
+                     "per_task": {t: int(n) for t, n in excluded["task"].value_counts().sort_index().items()}},
+        "shards": {},
+    }
+    with atomic_path(version_dir, directory=True) as tmp:
+        for split in SPLIT_DIRS:
+            rows = kept[kept["split"] == split]
+            if len(rows):
+                for name, info in write_split(to_samples(rows), tmp / split, rows_per_shard=cfg.rows_per_shard,
+                                              row_group_size=cfg.row_group_size).items():
+                    manifest["shards"][f"{split}/{name}"] = info
+        if len(excluded):
+            for name, info in write_split(to_samples(excluded), tmp / EXCLUDED_DIR, rows_per_shard=cfg.rows_per_shard,
+                                          row_group_size=cfg.row_group_size).items():
+                manifest["shards"][f"{EXCLUDED_DIR}/{name}"] = info
+        write_json(manifest, tmp / MANIFEST)
+    exported = {}
+    for kind in cfg.exports:
+        exported[kind] = export(kind, version_dir, SPLIT_DIRS, wd.exports / cfg.version / EXPORT_FILES[kind])
+    summary = {"version": cfg.version, "shards_dir": str(version_dir), **counts(kept), "excluded": manifest["excluded"],
+               "audited": audited, "exports": exported}
+    write_json(summary, wd.report("assemble-summary.json"))
+    return summary

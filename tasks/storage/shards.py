@@ -1,0 +1,57 @@
+"""Versioned Parquet shards: ``shards/<version>/<split>/part-NNNNN.parquet``.
+
+Rows of a split are ordered by ``sample_id`` (a hash, so tasks are interleaved as in a shuffle,
+yet the order is fixed), cut into shards of ``rows_per_shard`` rows and written as zstd Parquet
+with row groups of ``row_group_size`` rows for streaming readers. The same table in always gives
+the same bytes out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..io import sha256_file, write_parquet
+
+SPLIT_DIRS = ("train", "validate", "test")
+EXCLUDED_DIR = "excluded"
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def write_split(table: pa.Table, folder: Path, *, rows_per_shard: int, row_group_size: int) -> dict[str, dict]:
+    """Write one split's rows (ordered by sample_id) as shards; returns {file name: {sha256, rows}}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    table = table.take(pc.sort_indices(table, [("sample_id", "ascending")]))
+    out: dict[str, dict] = {}
+    for index, start in enumerate(range(0, max(table.num_rows, 1), rows_per_shard)):
+        part = table.slice(start, rows_per_shard)
+        if part.num_rows == 0 and index > 0:
+            break
+        path = write_parquet(part, folder / shard_name(index), row_group_size=row_group_size)
+        out[path.name] = {"sha256": sha256_file(path), "rows": part.num_rows}
+    return out
+
+
+def shard_files(version_dir: Path, split: str) -> list[Path]:
+    return sorted((version_dir / split).glob("part-*.parquet"))
+
+
+def iter_batches(version_dir: Path, split: str, *, columns: list[str] | None = None,
+                 batch_size: int = 4096) -> Iterator[pa.RecordBatch]:
+    """Stream a split's rows without loading them all."""
+    for path in shard_files(version_dir, split):
+        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns)
+
+
+def read_split(version_dir: Path, split: str, columns: list[str] | None = None) -> pa.Table | None:
+    files = shard_files(version_dir, split)
+    if not files:
+        return None
+    return pa.concat_tables(pq.read_table(p, columns=columns) for p in files)
