@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..tasks.config import load_params
-from ..tasks.errors import ConfigError, InputError
+from ..tasks.errors import ConfigError, InputError, StageFailure
 from ..tasks.workdir import Workdir
 from . import environment
 from .registry import fresh_summary
@@ -42,7 +42,7 @@ def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (InputError, ConfigError) as err:
+        except (InputError, ConfigError, StageFailure) as err:
             console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
     return wrapper
@@ -81,11 +81,19 @@ def run_stage_command(stage: str, params: Path | None, overrides: list[str] | No
                       workdir: Path | None, force: bool, **options: Any) -> dict[str, Any]:
     settings, wd = context(params, overrides, demo, workdir)
     summary = None if force else fresh_summary(stage, settings, wd)
-    if summary is None:  # only now pay for the Prefect engine
-        from .stages import FLOWS
-        summary = FLOWS[stage](settings, str(wd.root), force=force, options=options)
+    if summary is None:  # only now pay for the Prefect engine's start-up
+        from .build import ALL_FLOWS
+        with environment.quiet_engine():
+            summary = ALL_FLOWS[stage](settings, str(wd.root), force=force, options=options)
     show(stage, summary)
     return summary
+
+
+def _overrides(set_: list[str] | None, **settings: object) -> list[str]:
+    """``--set`` items plus the command's own options that are settings (skipped when None)."""
+    extra = [f"{k.replace('__', '.')}={str(v).lower() if isinstance(v, bool) else v}"
+             for k, v in settings.items() if v is not None]
+    return [*(set_ or []), *extra]
 
 
 @app.command()
@@ -98,10 +106,88 @@ def ingest(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = 
 
 @app.command()
 @one_line_errors
+def label(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = None, demo: DemoOpt = False,
+          force: ForceOpt = False,
+          labeler: Annotated[str | None, typer.Option(help="auto | chexbert | rules | provided")] = None,
+          compare: Annotated[bool, typer.Option("--compare", help="Also measure agreement with MIMIC's "
+                                                "provided CheXpert labels (reports/label-compare.json)")] = False
+          ) -> None:
+    """CheXpert labels for every study (CheXbert, the rule labeler, or MIMIC's provided CSV)."""
+    summary = run_stage_command("label", params, _overrides(set_, label__labeler=labeler), demo, workdir,
+                                force or compare, compare=compare)
+    if compare and isinstance(summary.get("compare"), dict):
+        show_compare(summary["compare"])
+
+
+def show_compare(result: dict[str, Any]) -> None:
+    table = Table(title="agreement with the provided CheXpert labels (F1)", header_style="bold")
+    for col in ("condition", "positive", "negative", "uncertain"):
+        table.add_column(col, justify="left" if col == "condition" else "right")
+    for name, row in (result.get("per_condition") or {}).items():
+        table.add_row(name, *(f"{(row.get(k) or {}).get('f1', float('nan')):.3f}" for k in ("positive", "negative", "uncertain")))
+    out.print(table)
+    for key in ("ce_macro_f1", "studies_compared", "skipped"):
+        if key in result:
+            out.print(f"{key}: {result[key]}")
+
+
+@app.command("label-file")
+@one_line_errors
+def label_file(in_csv: Annotated[Path, typer.Argument(help="CSV with a header row")],
+               column: Annotated[str, typer.Option("--column", help="The text column to label")],
+               out_csv: Annotated[Path, typer.Option("-o", "--out", help="Output CSV")],
+               labeler: Annotated[str | None, typer.Option(help="auto | chexbert | rules")] = None,
+               params: ParamsOpt = None, set_: SetOpt = None) -> None:
+    """Label any CSV's text column; writes the text then the 14 conditions (1 / 0 / -1 / blank)."""
+    from ..tasks.labeling.stage import label_file as run
+    settings = load_params(params, set_ or [])
+    environment.prepare(Path(settings.get("workdir") or "work").resolve())
+    out.print(run(in_csv, column, out_csv, labeler, settings))
+
+
+@app.command()
+@one_line_errors
 def plan(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = None, demo: DemoOpt = False,
          force: ForceOpt = False) -> None:
     """Decide every sample of the ten tasks (no model runs)."""
     run_stage_command("plan", params, set_, demo, workdir, force)
+
+
+RunnerOpt = Annotated[str, typer.Option("--runner", help="local (one process) | dask (generation shards on a "
+                                        "Dask cluster, one engine per worker)")]
+DaskAddressOpt = Annotated[str | None, typer.Option("--dask-address", help="Existing scheduler, e.g. "
+                                                    "tcp://10.0.0.5:8786 [default: start a local cluster]")]
+DaskWorkersOpt = Annotated[int, typer.Option("--dask-workers", help="Local cluster size (one per GPU)")]
+
+
+def _runner(runner: str) -> str:
+    if runner not in ("local", "dask"):
+        raise ConfigError(f"--runner {runner!r}: expected local or dask")
+    return runner
+
+
+@app.command()
+@one_line_errors
+def generate(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = None, demo: DemoOpt = False,
+             force: ForceOpt = False, runner: RunnerOpt = "local", dask_address: DaskAddressOpt = None,
+             dask_workers: DaskWorkersOpt = 2) -> None:
+    """Generate the replay tasks' pseudo ground truth into the content-addressed cache."""
+    settings, wd = context(params, set_, demo, workdir)
+    summary = None if force else fresh_summary("generate", settings, wd)
+    if summary is None:
+        from .generate import run_generate_stage
+        with environment.quiet_engine():
+            summary = run_generate_stage(settings, str(wd.root), force=force, runner=_runner(runner),
+                                         dask_address=dask_address, dask_workers=dask_workers)
+    show("generate", summary)
+
+
+@app.command()
+@one_line_errors
+def audit(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = None, demo: DemoOpt = False,
+          force: ForceOpt = False) -> None:
+    """Re-label every pseudo label, judge it, and write the audit report (reports/audit.html)."""
+    run_stage_command("audit", params, set_, demo, workdir, force)
 
 
 @app.command()
@@ -112,8 +198,103 @@ def assemble(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt 
                  "--exclude-failed-audit/--keep-failed-audit",
                  help="Move rows that failed the audit to the exclusion shards")] = True) -> None:
     """Join plan, generations and audit into versioned shards, manifest and JSON exports."""
-    overrides = [*(set_ or []), f"assemble.exclude_failed_audit={str(exclude_failed_audit).lower()}"]
-    run_stage_command("assemble", params, overrides, demo, workdir, force)
+    run_stage_command("assemble", params, _overrides(set_, assemble__exclude_failed_audit=exclude_failed_audit),
+                      demo, workdir, force)
+
+
+@app.command()
+@one_line_errors
+def validate(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = None, demo: DemoOpt = False,
+             force: ForceOpt = False) -> None:
+    """Great Expectations suite over every shard; exits non-zero on any failure."""
+    run_stage_command("validate", params, set_, demo, workdir, force)
+
+
+@app.command()
+@one_line_errors
+def release(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = None, demo: DemoOpt = False,
+            force: ForceOpt = False,
+            verify: Annotated[Path | None, typer.Option("--verify", help="Recheck an existing release folder "
+                                                        "(checksums, names, PHI scan) instead of building")] = None
+            ) -> None:
+    """Build the PhysioNet release folder (dataset card, licence note, SHA256SUMS, PHI scan)."""
+    if verify is not None:
+        from ..tasks.release.physionet import verify_release
+        out.print(verify_release(verify))
+        return
+    run_stage_command("release", params, set_, demo, workdir, force)
+
+
+@app.command()
+@one_line_errors
+def train(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = None, demo: DemoOpt = False,
+          force: ForceOpt = False,
+          max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after N optimizer steps "
+                                                        "(smoke runs)")] = None,
+          resume: Annotated[bool, typer.Option("--resume/--no-resume",
+                                               help="Continue from the latest checkpoint")] = True) -> None:
+    """LoRA fine-tuning of the base model on the shards (adapter + metadata)."""
+    run_stage_command("train", params, _overrides(set_, train__max_steps=max_steps), demo, workdir,
+                      force, resume=resume)
+
+
+@app.command()
+@one_line_errors
+def build(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = None, demo: DemoOpt = False,
+          force: ForceOpt = False, runner: RunnerOpt = "local", dask_address: DaskAddressOpt = None,
+          dask_workers: DaskWorkersOpt = 2,
+          with_train: Annotated[bool, typer.Option("--train", help="Also train a LoRA adapter at the end")] = False,
+          max_steps: Annotated[int | None, typer.Option("--max-steps", help="With --train: stop after N steps")] = None
+          ) -> None:
+    """Every stage in order: ingest, label, plan, generate, audit, assemble, validate, release."""
+    settings, wd = context(params, _overrides(set_, train__max_steps=max_steps), demo, workdir)
+    from .build import build_flow
+    with environment.quiet_engine():
+        results = build_flow(settings, str(wd.root), force=force, runner=_runner(runner),
+                             dask_address=dask_address, dask_workers=dask_workers, train=with_train)
+    show_build(results, wd)
+
+
+def show_build(results: dict[str, dict[str, Any]], wd: Workdir) -> None:
+    table = Table(title="build", header_style="bold")
+    for col in ("stage", "state", "key figures"):
+        table.add_column(col)
+    for stage, summary in results.items():
+        figures = ", ".join(f"{k}={summary[k]}" for k in ("rows", "requests", "model_calls", "cache_hits",
+                                                           "labeler", "pass_rate", "failed", "files")
+                            if k in summary and not isinstance(summary[k], (dict, list)))
+        table.add_row(stage, "skipped (unchanged)" if summary.get("skipped") else "ran", figures)
+    out.print(table)
+    assembled = results.get("assemble", {})
+    if isinstance(assembled.get("rows_per_task"), dict):
+        show_dataset(assembled)
+    out.print(f"work dir: {wd.root}")
+
+
+def show_dataset(assembled: dict[str, Any]) -> None:
+    """Rows per task and split of the shards, and the rows the audit moved to the exclusion shards."""
+    excluded = (assembled.get("excluded") or {}).get("per_task", {})
+    kept = assembled.get("rows_per_task", {})
+    table = Table(title=f"dataset {assembled.get('version', '')}: {assembled.get('rows', 0)} rows",
+                  header_style="bold")
+    for col in ("task", "rows", "excluded by the audit"):
+        table.add_column(col, justify="left" if col == "task" else "right")
+    for task in sorted(set(kept) | set(excluded)):
+        table.add_row(task, str(kept.get(task, 0)), str(excluded.get(task, 0)))
+    for split, n in (assembled.get("rows_per_split") or {}).items():
+        table.add_row(f"split: {split}", str(n), "")
+    out.print(table)
+
+
+@app.command("import-prompts")
+@one_line_errors
+def import_prompts(radialog_checkout: Annotated[Path, typer.Argument(help="A checkout of ChantalMP/RaDialog")],
+                   out_dir: Annotated[Path, typer.Option("-o", "--out", help="Folder for the template YAMLs")]
+                   = Path("prompt_templates_original")) -> None:
+    """Import the original RaDialog instruction CSVs (data/instruct_prompts/*.csv) as templates."""
+    from ..tasks.instruct.import_original import import_original
+    out.print(import_original(radialog_checkout, out_dir))
+    out.print(f"use them with: --set plan.templates_dir={out_dir}")
 
 
 @app.command("make-demo")

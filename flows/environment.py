@@ -8,6 +8,8 @@ every library is switched off; nothing leaves the machine unless the user config
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 QUIET = {
@@ -29,9 +31,25 @@ def prepare(workdir: Path) -> None:
         home = workdir / ".prefect"
         home.mkdir(parents=True, exist_ok=True)
         os.environ["PREFECT_HOME"] = str(home)
-    os.environ.setdefault("PREFECT_MEMO_STORE_PATH", str(Path(os.environ["PREFECT_HOME"]) / "memo_store.toml"))
+    # prefect 3.7 does not derive these two from PREFECT_HOME (they default to ~/.prefect)
+    home = Path(os.environ["PREFECT_HOME"])
+    os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(home / "storage"))
+    os.environ.setdefault("PREFECT_SERVER_MEMO_STORE_PATH", str(home / "memo_store.toml"))
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
 def server_mode() -> str:
     return "server" if os.environ.get("PREFECT_API_URL") else "ephemeral"
+
+
+@contextmanager
+def quiet_engine() -> Iterator[None]:
+    """Without a server, no flow heartbeat thread: heartbeats only let a server detect crashed runs,
+    and joining the thread costs ~1 s per flow run (it cannot be disabled from the environment)."""
+    import prefect.settings as ps
+
+    if server_mode() == "server":
+        yield
+        return
+    with ps.temporary_settings(updates={ps.PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield

@@ -34,7 +34,7 @@ STAGES: dict[str, StageDef] = {s.name: s for s in (
     StageDef("assemble", "tasks.storage.assemble", run="run_assemble"),
     StageDef("validate", "tasks.quality.validate", run="run_validate"),
     StageDef("release", "tasks.release.physionet", run="run_release"),
-    StageDef("train", "trainer.stage", run="run_train", retries=1),
+    StageDef("train", "trainer.run", run="run_train"),
 )}
 
 #: The dataset build, in dependency order (training is opt-in).

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.tasks import exponential_backoff
 
@@ -21,7 +22,7 @@ from .registry import STAGES, StageDef, skipped_summary
 
 
 def _stage_task(stage: StageDef) -> Any:
-    options: dict[str, Any] = {"name": f"{stage.name}-run", "persist_result": False}
+    options: dict[str, Any] = {"name": f"{stage.name}-run", "persist_result": False, "cache_policy": NO_CACHE}
     if stage.retries:
         options.update(retries=stage.retries, retry_delay_seconds=exponential_backoff(backoff_factor=10),
                        retry_jitter_factor=0.5)
@@ -67,7 +68,7 @@ def execute(name: str, params: dict[str, Any], workdir: str, *, force: bool = Fa
         summary = skipped_summary(wd, name)
         publish(name, summary, skipped=True)
         return summary
-    summary = _stage_task(stage)(params, str(wd), options or {})
+    summary = _stage_task(stage)(params, str(wd.root), options or {})
     record(spec, wd, summary)
     publish(name, summary, skipped=False)
     return {**summary, "skipped": False}

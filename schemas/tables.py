@@ -78,14 +78,21 @@ AUDIT_TYPE = pa.struct([
 
 # --- plan and samples --------------------------------------------------------------------------
 
+def _required(name: str, type_: pa.DataType) -> pa.Field:
+    return pa.field(name, type_, nullable=False)
+
+
+#: Columns every sample row has; non-nullable fields are required (the validation suite is derived
+#: from this nullability).
 _SAMPLE_CORE = [
-    ("sample_id", pa.string()), ("split", pa.string()), ("task", pa.string()), ("task_mode", pa.string()),
-    ("source", pa.string()), ("source_ref", pa.string()),
-    ("subject_id", pa.int64()), ("study_id", pa.int64()), ("dicom_id", pa.string()),
-    ("image_path", pa.string()), ("view_position", pa.string()),
-    ("structured_findings", pa.string()), ("labeler", pa.string()),
-    ("history", MESSAGES), ("messages", MESSAGES), ("instruction", pa.string()), ("output", pa.string()),
-    ("context_mode", pa.string()), ("template_id", pa.string()), ("is_pseudo_label", pa.bool_()),
+    _required("sample_id", pa.string()), _required("split", pa.string()), _required("task", pa.string()),
+    pa.field("task_mode", pa.string()), _required("source", pa.string()), pa.field("source_ref", pa.string()),
+    pa.field("subject_id", pa.int64()), pa.field("study_id", pa.int64()), _required("dicom_id", pa.string()),
+    _required("image_path", pa.string()), pa.field("view_position", pa.string()),
+    pa.field("structured_findings", pa.string()), pa.field("labeler", pa.string()),
+    _required("history", MESSAGES), _required("messages", MESSAGES), _required("instruction", pa.string()),
+    pa.field("output", pa.string()), _required("context_mode", pa.string()), _required("template_id", pa.string()),
+    _required("is_pseudo_label", pa.bool_()),
 ]
 
 #: Every sample decided before any model runs. Replay rows have ``output``/``messages`` without
@@ -94,9 +101,10 @@ PLAN = pa.schema(_SAMPLE_CORE + [
     ("sample_key", pa.string()), ("template_version", pa.string()), ("gen_messages", MESSAGES),
 ])
 
-#: The released row (``shards/<version>/<split>/part-NNNNN.parquet``).
-INSTRUCT_SAMPLE = pa.schema(_SAMPLE_CORE + [
-    ("generation", GENERATION_TYPE), ("audit", AUDIT_TYPE), ("pipeline_version", pa.string()),
+#: The released row (``shards/<version>/<split>/part-NNNNN.parquet``); every row has its answer.
+INSTRUCT_SAMPLE = pa.schema([f if f.name != "output" else _required("output", pa.string()) for f in _SAMPLE_CORE] + [
+    pa.field("generation", GENERATION_TYPE), pa.field("audit", AUDIT_TYPE),
+    _required("pipeline_version", pa.string()),
 ])
 
 TABLES: dict[str, pa.Schema] = {

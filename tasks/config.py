@@ -35,8 +35,14 @@ DEMO_OVERLAY: dict[str, Any] = {
         "rad_restruct": {"dir": str(DEMO_ROOT / "rad-restruct" / "data" / "radrestruct")},
         "predictions": None,
     },
-    "generate": {"model_preset": "demo-tiny", "backend": "transformers", "model": None, "revision": None},
+    "label": {"labeler": "rules"},
+    "generate": {"model_preset": "demo-tiny", "backend": "transformers", "model": None, "revision": None,
+                 "transformers": {"batch_size": 32}},
+    "train": {"base_model": "demo-tiny", "revision": None, "grad_accum": 8, "warmup_steps": 5},
 }
+
+#: Settings holding file paths: relative values are resolved against the params file's folder.
+PATH_KEYS = ("sources", "label.chexbert.checkpoint", "plan.templates_dir", "train.features.path")
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -90,13 +96,13 @@ def load_params(path: str | Path | None = None, overrides: Sequence[str] = (), *
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    params = _resolve_sources(params, path.parent.resolve())
+    params = _resolve_paths(params, path.parent.resolve())
     if demo:
         params = deep_merge(params, DEMO_OVERLAY)
     return apply_overrides(params, overrides)
 
 
-def _resolve_sources(params: dict[str, Any], base: Path) -> dict[str, Any]:
+def _resolve_paths(params: dict[str, Any], base: Path) -> dict[str, Any]:
     params = copy.deepcopy(params)
 
     def walk(node: Any) -> Any:
@@ -106,8 +112,13 @@ def _resolve_sources(params: dict[str, Any], base: Path) -> dict[str, Any]:
             return str((base / node).resolve())
         return node
 
-    if "sources" in params:
-        params["sources"] = walk(params["sources"])
+    for dotted in PATH_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = params
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            node[leaf] = walk(node[leaf])
     return params
 
 

@@ -28,3 +28,7 @@ class InputError(Exception):
 
 class ConfigError(Exception):
     """A setting in params.yaml or on the command line is missing or invalid (one line)."""
+
+
+class StageFailure(RuntimeError):
+    """A stage ran but part of its work failed (one line; its summary holds the details)."""

@@ -60,9 +60,10 @@ def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
 def load_inputs(ctx: BuildContext, wd: Workdir) -> PlanInputs:
     tables = {name: read_parquet(wd.table(name)).to_pandas() for name in INPUT_TABLES}
     images = image_frame(tables["reports"], tables["images"], tables["labels"], ctx.splits)
-    predictions = None
+    predictions = None  # without a predictions file the label stage writes an empty table
     if wd.table("prediction_labels").exists():
         predictions = read_parquet(wd.table("prediction_labels")).to_pandas()
+        predictions = predictions if len(predictions) else None
     return PlanInputs(images=images, parts=assign_parts(ctx, images), nle=tables["nle"],
                       radrestruct=tables["radrestruct_qa"], predictions=predictions)
 

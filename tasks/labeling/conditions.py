@@ -6,6 +6,8 @@ Value convention everywhere in the pipeline (CheXpert / CheXbert CSV convention)
 
 from __future__ import annotations
 
+import numpy as np
+
 #: CheXbert's model-head order (stanfordmlgroup/CheXbert ``src/constants.py``); No Finding last.
 CONDITIONS: tuple[str, ...] = (
     "Enlarged Cardiomediastinum",
@@ -71,3 +73,20 @@ _SPOKEN = {"Pleural Other": "other pleural abnormality"}
 def spoken_name(condition: str) -> str:
     """Lower-cased condition name for free-text prompts ("Pleural Effusion" -> "pleural effusion")."""
     return _SPOKEN.get(condition, condition.lower())
+
+
+#: Column of each RADIALOG_ORDER condition in a CONDITIONS-ordered label matrix.
+RADIALOG_COLUMNS: tuple[int, ...] = tuple(CONDITIONS.index(c) for c in RADIALOG_ORDER)
+
+
+def positive_conditions(values: np.ndarray) -> list[list[str]]:
+    """Per row of an (n, 14) CONDITIONS-ordered label matrix, its positive conditions (value 1) in
+    RADIALOG_ORDER, e.g. ``["Lung Opacity", "Pleural Effusion"]``."""
+    positive = np.asarray(values)[:, RADIALOG_COLUMNS] == 1
+    names = np.array(RADIALOG_ORDER, dtype=object)
+    return [list(names[row]) for row in positive]
+
+
+def structured_findings(positives: list[str]) -> str:
+    """RaDialog's prompt string of positive findings: "Lung Opacity, Pleural Effusion" ("" when none)."""
+    return ", ".join(positives)

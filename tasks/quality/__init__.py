@@ -1,1 +1,3 @@
-"""TODO"""
+"""Trust in the data: the validate stage (Great Expectations suites over the shards:
+:mod:`.expectations`, :mod:`.validate`) and the audit stage (re-labelling pseudo labels and judging
+their faithfulness to the report: :mod:`.audit`, :mod:`.verdicts`, :mod:`.audit_report`)."""

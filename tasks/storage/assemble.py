@@ -86,7 +86,7 @@ def attach_generations(plan: pd.DataFrame, params: dict[str, Any], wd: Workdir) 
     idx = frame.index[replay]
     frame.loc[idx, "output"] = texts
     frame.loc[idx, "messages"] = pd.Series(
-        [m + [{"role": "assistant", "content": t}] for m, t in zip(frame.loc[idx, "messages"], texts)],
+        [list(m) + [{"role": "assistant", "content": t}] for m, t in zip(frame.loc[idx, "messages"], texts)],
         index=idx, dtype=object)
     frame.loc[idx, "generation"] = pd.Series([
         {"backend": r.backend, "model": r.model, "revision": r.revision, "sampling_params": r.sampling,

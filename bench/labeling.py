@@ -1,0 +1,191 @@
+"""Labeling benchmark: speed of the rule labeler and of CheXbert, and the rule labeler's agreement.
+
+    python bench/labeling.py [--device cpu|cuda] [--n-reports N] [--random-bert-base]
+
+Speed is measured on synthetic reports made of sentences from the hand-labelled gold set and the
+demo corpus, in two regimes: sentences repeated across reports as in real corpora ("pooled"), and
+every sentence distinct ("distinct", the rule labeler's worst case: it analyses each distinct
+sentence once). CheXbert runs its real code path on random weights (no hub needed): a tiny model,
+and with ``--random-bert-base`` a model of bert-base-uncased's shape (768 hidden, 12 layers,
+vocabulary 30,522) whose WordPiece vocabulary is learnt from the demo text. Agreement of the rule
+labeler is measured against bench/data/labeler_gold.csv (all rows; the even rows were the
+development half whose errors were inspected while writing the phrase files, the odd rows were
+not) and against the demo corpus's provided CheXpert CSV (synthetic: written by the demo
+generator). Results go to bench/results/labeling-<device>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from radialog_instruct.tasks.config import DEMO_OVERLAY, section
+from radialog_instruct.tasks.io import write_json
+from radialog_instruct.tasks.labeling.conditions import CONDITIONS
+from radialog_instruct.tasks.labeling.metrics import compare_labels, f1_table
+from radialog_instruct.tasks.labeling.rules import RuleLabeler
+from radialog_instruct.tasks.labeling.stage import run_label
+from radialog_instruct.tasks.sources.ingest import SourcesConfig, ingest
+from radialog_instruct.tasks.text.sentences import split_sentences
+from radialog_instruct.tasks.workdir import Workdir
+
+BENCH = Path(__file__).resolve().parent
+GOLD = BENCH / "data" / "labeler_gold.csv"
+
+
+def machine(device: str) -> dict[str, Any]:
+    import torch
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    info = {"cpu": cpu, "cpu_cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()}
+    if device == "cuda" and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def sentence_pool(wd: Workdir) -> list[str]:
+    texts = pd.read_csv(GOLD)["report"].tolist() if GOLD.exists() else []
+    reports = pd.read_parquet(wd.table("reports"))
+    texts += [t for t in pd.concat([reports["findings"], reports["impression"]]) if t]
+    return sorted({s for t in texts for s in split_sentences(t)})
+
+
+def make_reports(pool: list[str], n: int, *, distinct: bool, seed: int = 0) -> list[str]:
+    """``n`` reports of 4-9 sentences drawn from ``pool``; with ``distinct`` each sentence is made
+    unique by a number before its final period."""
+    rng = random.Random(seed)
+    reports, counter = [], 0
+    for _ in range(n):
+        sentences = rng.sample(pool, rng.randint(4, 9))
+        if distinct:
+            sentences = [f"{s.rstrip('.')} (series {counter + i})." for i, s in enumerate(sentences)]
+            counter += len(sentences)
+        reports.append(" ".join(sentences))
+    return reports
+
+
+def timed(fn: Any, arg: Any, repeats: int) -> float:
+    """Best wall time of ``repeats`` calls ``fn(arg)`` (the machine may be shared)."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn(arg)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def rules_speed(pool: list[str], n: int) -> dict[str, Any]:
+    labeler = RuleLabeler()
+    out: dict[str, Any] = {"labeler_version": labeler.version}
+    for regime in ("pooled", "distinct"):
+        reports = make_reports(pool, n, distinct=regime == "distinct")
+        seconds = timed(labeler.label, reports, 3)
+        out[regime] = {"reports": n, "mean_chars": round(float(np.mean([len(r) for r in reports])), 1),
+                       "seconds": round(seconds, 3), "reports_per_s": round(n / seconds, 1)}
+        print(f"rules ({regime} sentences): {n / seconds:,.0f} reports/s on one core", flush=True)
+    return out
+
+
+def chexbert_speed(kind: str, model_dir: Path, texts: list[str], pool: list[str], device: str,
+                   batch_size: int) -> dict[str, Any]:
+    from radialog_instruct.tasks.labeling.chexbert import ChexbertLabeler
+    from radialog_instruct.tasks.models.tiny_bert import BERT_BASE, TINY, build_chexbert
+
+    built = build_chexbert(model_dir, pool, BERT_BASE if kind == "bert-base" else TINY)
+    labeler = ChexbertLabeler(built.checkpoint, str(built.encoder_dir), batch_size=batch_size, device=device)
+    labeler.label(texts[:2 * batch_size])  # warm-up: weights load, CUDA context, kernels
+    seconds = timed(labeler.label, texts, 1 if kind == "bert-base" and device == "cpu" else 2)
+    tokens = [len(ids) for ids in labeler.encode(texts)]
+    print(f"chexbert {kind} on {device} ({labeler.dtype}): {len(texts) / seconds:,.1f} reports/s", flush=True)
+    return {"model": kind, "device": device, "dtype": str(labeler.dtype).removeprefix("torch."),
+            "batch_size": batch_size, "reports": len(texts), "mean_tokens": round(float(np.mean(tokens)), 1),
+            "seconds": round(seconds, 3), "reports_per_s": round(len(texts) / seconds, 1),
+            "parameters": sum(p.numel() for p in labeler.model.parameters())}
+
+
+def summarize(result: dict[str, Any]) -> dict[str, Any]:
+    keep = ("n", "ce_macro_f1", "ce_macro_precision", "ce_macro_recall", "mean_agreement")
+    per = {name: {"f1_positive": row["positive"]["f1"], "f1_negative": row["negative"]["f1"],
+                  "f1_uncertain": row["uncertain"]["f1"], "agreement": row["agreement"],
+                  "support_positive": row["positive"]["support"]}
+           for name, row in result["per_condition"].items()}
+    return {**{k: result[k] for k in keep}, "per_condition": per}
+
+
+def gold_agreement() -> dict[str, Any]:
+    if not GOLD.exists():
+        print(f"{GOLD} not found: skipping the gold-set agreement")
+        return {"skipped": f"{GOLD.name} not found"}
+    gold = pd.read_csv(GOLD)
+    pred = RuleLabeler().label(gold["report"].tolist())
+    ref = gold[list(CONDITIONS)].to_numpy(np.float32)
+    out = {}
+    for part, rows in (("all", np.arange(len(gold))), ("development_even_rows", np.arange(0, len(gold), 2)),
+                       ("held_out_odd_rows", np.arange(1, len(gold), 2))):
+        result = compare_labels(pred[rows], ref[rows])
+        out[part] = summarize(result)
+        if part != "development_even_rows":
+            print(f"\nrules vs {GOLD.name} ({part}):\n{f1_table(result)}")
+    return out
+
+
+def demo_agreement(wd: Workdir) -> dict[str, Any]:
+    summary = run_label({"label": {"labeler": "rules", "text_column": "findings", "chexbert": {}}}, wd, compare=True)
+    result = summary["compare"]
+    print(f"\nrules vs the demo corpus's provided CheXpert CSV (SYNTHETIC labels from the demo generator):\n"
+          f"{f1_table(result)}")
+    return {"note": "synthetic: the demo generator's own labels for its phrase bank, not real MIMIC labels",
+            **summarize(result)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--n-reports", type=int, default=4000, help="reports for the speed runs")
+    parser.add_argument("--n-chexbert", type=int, default=None,
+                        help="reports for the CheXbert runs (default: --n-reports, 256 for bert-base on CPU)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--random-bert-base", action="store_true", help="also time a bert-base-sized random model")
+    parser.add_argument("--out", type=Path, default=None, help="default: bench/results/labeling-<device>.json")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="bench-labeling-") as tmp:
+        wd = Workdir.at(Path(tmp) / "work")
+        ingest(section(SourcesConfig, DEMO_OVERLAY, "sources"), wd)
+        pool = sentence_pool(wd)
+        results: dict[str, Any] = {"machine": machine(args.device), "sentence_pool": len(pool),
+                                   "rules_speed": rules_speed(pool, args.n_reports)}
+        chexbert = []
+        for kind in ("tiny", "bert-base") if args.random_bert_base else ("tiny",):
+            default = 256 if (kind == "bert-base" and args.device == "cpu") else args.n_reports
+            texts = make_reports(pool, args.n_chexbert or default, distinct=False, seed=1)
+            chexbert.append(chexbert_speed(kind, Path(tmp) / kind, texts, pool, args.device, args.batch_size))
+        results["chexbert_speed"] = chexbert
+        results["rules_vs_gold"] = gold_agreement()
+        results["rules_vs_demo_provided"] = demo_agreement(wd)
+    out = args.out or BENCH / "results" / f"labeling-{args.device}.json"
+    write_json(results, out)
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

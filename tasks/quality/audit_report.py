@@ -1,0 +1,189 @@
+"""The audit report: ``reports/audit.html`` (one self-contained file, plots as base64 PNG data URIs,
+rendered from ``audit_report.html.j2``) and ``reports/audit.md`` (the same tables and examples,
+without plots).
+
+Contents: per-task pass rates, failure reasons per task, the findings confusion between source
+and answer (per finding: positive in both, only in the source, only in the answer), answer
+length distributions by verdict, and up to ``audit.examples_per_reason`` before/after examples per
+failure reason (the first rows by sample id, i.e. a fixed pseudo-random sample).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from importlib.resources import files
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..io import write_text
+from ..labeling.conditions import FINDINGS
+from ..workdir import Workdir
+from .verdicts import REASONS, reason_category
+
+TEMPLATE = "audit_report.html.j2"
+HTML, MARKDOWN = "audit.html", "audit.md"
+EXCERPT_CHARS = 700
+
+
+# --- plots -------------------------------------------------------------------------------------
+
+def _png(fig: Any) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure  # no pyplot: no global backend or state
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def plot_pass_rates(summary: dict[str, Any]) -> str:
+    tasks = sorted(summary["tasks"])
+    fig = _figure(7, 0.5 * len(tasks) + 1.2)
+    ax = fig.subplots()
+    passed = [summary["tasks"][t]["passed"] for t in tasks]
+    failed = [summary["tasks"][t]["failed"] for t in tasks]
+    ax.barh(tasks, passed, color="#2e7d32", label="pass")
+    ax.barh(tasks, failed, left=passed, color="#c62828", label="fail")
+    for i, t in enumerate(tasks):
+        rate = summary["tasks"][t]["pass_rate"]
+        ax.text(passed[i] + failed[i], i, f"  {rate:.0%}" if rate is not None else "", va="center")
+    ax.set_xlim(0, max(p + f for p, f in zip(passed, failed)) * 1.15)
+    ax.set_xlabel("rows (label: pass rate)")
+    ax.set_title("Audit verdicts per task")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
+    return _png(fig)
+
+
+def plot_reasons(summary: dict[str, Any]) -> str:
+    tasks = sorted(summary["tasks"])
+    reasons = [r for r in REASONS if r in summary["reasons"]]
+    fig = _figure(7, 0.5 * len(tasks) + 1.5)
+    ax = fig.subplots()
+    left = np.zeros(len(tasks))
+    colors = ["#6d4c41", "#ef6c00", "#8e24aa", "#3949ab", "#c62828", "#00838f", "#f9a825", "#546e7a"]
+    for reason, color in zip(REASONS, colors):
+        if reason not in reasons:
+            continue
+        counts = np.array([summary["tasks"][t]["reasons"].get(reason, 0) for t in tasks])
+        ax.barh(tasks, counts, left=left, color=color, label=reason)
+        left += counts
+    ax.set_xlabel("rows with the reason (a row can have several)")
+    ax.set_title("Failure reasons per task")
+    if reasons:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=4, fontsize="small", frameon=False)
+    return _png(fig)
+
+
+def plot_confusion(summary: dict[str, Any]) -> str:
+    columns = ("both", "source_only", "output_only")
+    matrix = np.array([[summary["confusion"][f][c] for c in columns] for f in FINDINGS])
+    fig = _figure(6.5, 6)
+    ax = fig.subplots()
+    image = ax.imshow(matrix, cmap="Blues", aspect="auto")
+    ax.set_xticks(range(len(columns)), ["positive in both", "only in source", "only in answer"])
+    ax.set_yticks(range(len(FINDINGS)), FINDINGS)
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, str(value), ha="center", va="center",
+                color="white" if value > matrix.max() / 2 else "black")
+    fig.colorbar(image, ax=ax, label="rows")
+    ax.set_title("Findings: source study vs. generated answer")
+    return _png(fig)
+
+
+def plot_lengths(frame: pd.DataFrame) -> str:
+    tasks = sorted(frame["task"].unique())
+    words = frame["output"].fillna("").str.split().str.len()
+    verdict = frame["audit"].map(lambda a: a["verdict"])
+    fig = _figure(7, 0.6 * len(tasks) + 1.5)
+    ax = fig.subplots()
+    for offset, (name, color) in enumerate((("pass", "#2e7d32"), ("fail", "#c62828"))):
+        data = [words[(frame["task"] == t) & (verdict == name)].to_numpy() for t in tasks]
+        positions = np.arange(len(tasks)) + (offset - 0.5) * 0.35
+        shown = [(p, d) for p, d in zip(positions, data) if len(d)]
+        if shown:
+            parts = ax.boxplot([d for _, d in shown], positions=[p for p, _ in shown], widths=0.3, vert=False,
+                               patch_artist=True, manage_ticks=False)
+            for box in parts["boxes"]:
+                box.set_facecolor(color)
+                box.set_alpha(0.6)
+        ax.plot([], [], color=color, linewidth=8, alpha=0.6, label=name)
+    ax.set_yticks(range(len(tasks)), tasks)
+    ax.set_xlabel("answer length (words)")
+    ax.set_title("Answer lengths by verdict")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
+    return _png(fig)
+
+
+# --- examples and rendering --------------------------------------------------------------------
+
+def _excerpt(text: str) -> str:
+    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + " […]"
+
+
+def examples(frame: pd.DataFrame, per_reason: int) -> dict[str, list[dict[str, Any]]]:
+    """Reason category -> up to ``per_reason`` failing rows (first by sample id)."""
+    ordered = frame.sort_values("sample_id")
+    categories = ordered["audit"].map(lambda a: {reason_category(r) for r in a["reasons"]})
+    out: dict[str, list[dict[str, Any]]] = {}
+    for reason in REASONS:
+        hits = ordered[categories.map(lambda found, wanted=reason: wanted in found)]
+        if len(hits) and per_reason:
+            out[reason] = [{"sample_id": r.sample_id, "task": r.task,
+                            "task_mode": r.task_mode if isinstance(r.task_mode, str) else None,
+                            "reasons": list(r.audit["reasons"]), "before": _excerpt(r.before),
+                            "after": _excerpt(str(r.output or ""))} for r in hits.head(per_reason).itertuples()]
+    return out
+
+
+def render_html(frame: pd.DataFrame, summary: dict[str, Any], per_reason: int) -> str:
+    from jinja2 import Environment, StrictUndefined
+
+    env = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    template = env.from_string(files(__package__).joinpath(TEMPLATE).read_text(encoding="utf-8"))
+    plots = {}
+    if len(frame):
+        plots = {"pass_rates": plot_pass_rates(summary), "reasons": plot_reasons(summary),
+                 "confusion": plot_confusion(summary), "lengths": plot_lengths(frame)}
+    return template.render(summary=summary, plots=plots, examples=examples(frame, per_reason),
+                           findings=FINDINGS, reasons=REASONS)
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(frame: pd.DataFrame, summary: dict[str, Any], per_reason: int) -> str:
+    rate = summary["pass_rate"]
+    out = ["# Audit of the pseudo labels", "",
+           f"{summary['rows']} replay rows audited with labeler `{summary['labeler']}`: {summary['passed']} passed, "
+           f"{summary['failed']} failed" + (f" (pass rate {rate:.1%})." if rate is not None else "."), "",
+           "Plots: see audit.html.", "", "## Pass rates per task", "",
+           "| task | rows | passed | failed | pass rate | reasons |", "|---|---:|---:|---:|---:|---|"]
+    for task, info in sorted(summary["tasks"].items()):
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(info["reasons"].items()))
+        out.append(f"| {task} | {info['rows']} | {info['passed']} | {info['failed']} | {info['pass_rate']:.1%} "
+                   f"| {reasons or '-'} |")
+    out += ["", "## Findings: source vs. answer", "",
+            "| finding | positive in both | only in source | only in answer |", "|---|---:|---:|---:|"]
+    for finding, c in summary["confusion"].items():
+        out.append(f"| {finding} | {c['both']} | {c['source_only']} | {c['output_only']} |")
+    out += ["", "## Examples per failure reason", ""]
+    for reason, rows in examples(frame, per_reason).items():
+        out += [f"### {reason} ({summary['reasons'][reason]} rows)", ""]
+        for row in rows:
+            out += [f"- `{row['sample_id']}` {row['task']}{' / ' + row['task_mode'] if row['task_mode'] else ''}: "
+                    f"{_md_escape('; '.join(row['reasons']))}",
+                    f"  - before: {_md_escape(row['before'])}", f"  - after: {_md_escape(row['after'])}"]
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def write_reports(frame: pd.DataFrame, summary: dict[str, Any], per_reason: int, wd: Workdir) -> None:
+    """``frame``: the audited replay rows with ``audit`` and ``before`` columns."""
+    write_text(render_html(frame, summary, per_reason), wd.report(HTML))
+    write_text(render_markdown(frame, summary, per_reason), wd.report(MARKDOWN))

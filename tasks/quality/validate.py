@@ -1,0 +1,186 @@
+"""The validate stage: the Great Expectations suites of :mod:`.expectations` over every shard.
+
+Reads ``shards/<version>/`` (the released splits; the exclusion shards are not part of the
+release), and checks, per shard: the Arrow schema against :data:`schemas.INSTRUCT_SAMPLE` and the
+``shard`` suite; across shards: the manifest (every shard listed with its sha256 and row count,
+nothing else listed), the ``ids``, ``studies`` and ``counts`` suites. Writes
+``reports/validation.json`` (every GX result as ``to_json_dict`` plus the checks in readable form
+and the manifest's sha256, which the release stage matches) and ``reports/validation.md``. Any
+failed check raises :class:`InputError` after both reports are written, naming the failing shards
+and checks, so the command exits non-zero and the release refuses to run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ... import schemas
+from ..config import section
+from ..errors import InputError
+from ..io import read_json, sha256_file, write_json, write_text
+from ..stage import StageSpec
+from ..storage import assemble
+from ..storage.shards import SPLIT_DIRS, shard_files
+from ..workdir import Workdir
+from .expectations import (CheckResult, SuiteResult, ValidateConfig, Validator, check_config, count_checks,
+                           counts_frame, derive, id_checks, shard_checks, study_checks, study_splits)
+
+REPORT_JSON = "validation.json"
+REPORT_MD = "validation.md"
+ID_COLUMNS = ["sample_id", "study_id", "split", "task"]
+SHOWN_FAILURES = 5
+
+
+def load_config(params: dict[str, Any]) -> ValidateConfig:
+    return check_config(section(ValidateConfig, params, "validate"))
+
+
+def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
+    load_config(params)
+    shards = assemble.load_config(params)
+    settings = {"validate": params.get("validate"),
+                "assemble": {"version": shards.version, "exclude_failed_audit": shards.exclude_failed_audit}}
+    return StageSpec("validate", [wd.shards(shards.version)], settings, [wd.report(REPORT_JSON), wd.report(REPORT_MD)],
+                     code=("tasks/quality", "schemas"))
+
+
+def schema_problems(schema: pa.Schema) -> list[str]:
+    """Differences in column names and types from :data:`schemas.INSTRUCT_SAMPLE`."""
+    expected = schemas.INSTRUCT_SAMPLE
+    problems = [f"missing column {n}" for n in expected.names if n not in schema.names]
+    problems += [f"unexpected column {n}" for n in schema.names if n not in expected.names]
+    problems += [f"{f.name} is {schema.field(f.name).type}, expected {f.type}" for f in expected
+                 if f.name in schema.names and not schema.field(f.name).type.equals(f.type)]
+    return problems
+
+
+def manifest_problems(version_dir: Path, manifest: dict[str, Any]) -> list[str]:
+    """Shard files vs the manifest's ``shards`` entries (sha256 and rows), every split and exclusions."""
+    listed: dict[str, Any] = manifest.get("shards", {})
+    on_disk = {p.relative_to(version_dir).as_posix(): p for p in sorted(version_dir.glob("*/part-*.parquet"))}
+    problems = [f"{name}: not in the manifest" for name in on_disk if name not in listed]
+    problems += [f"{name}: in the manifest but missing" for name in listed if name not in on_disk]
+    for name, path in on_disk.items():
+        info = listed.get(name)
+        if info is None:
+            continue
+        if sha256_file(path) != info.get("sha256"):
+            problems.append(f"{name}: sha256 differs from the manifest")
+        if pq.ParquetFile(path).metadata.num_rows != info.get("rows"):
+            problems.append(f"{name}: row count differs from the manifest")
+    return problems
+
+
+def validate_version(version_dir: Path, cfg: ValidateConfig, *, exclude_failed_audit: bool) -> dict[str, Any]:
+    """Run every check on ``shards/<version>``; returns the report (``success`` says all passed)."""
+    manifest_path = version_dir / assemble.MANIFEST
+    if not manifest_path.exists():
+        raise InputError(manifest_path, "manifest not found", expected="the output of the assemble stage")
+    manifest = read_json(manifest_path)
+    validator = Validator()
+    validator.add_suite("shard", shard_checks(cfg, audited=bool(manifest.get("audited")),
+                                              exclude_failed_audit=exclude_failed_audit), key_columns=["sample_id"])
+    validator.add_suite("ids", id_checks(), key_columns=["sample_id"])
+    validator.add_suite("studies", study_checks(), key_columns=["study_id", "split"])
+    validator.add_suite("counts", count_checks(cfg), key_columns=["split", "task"])
+
+    shards: dict[str, Any] = {}
+    ids = []
+    for split in SPLIT_DIRS:
+        for path in shard_files(version_dir, split):
+            name = path.relative_to(version_dir).as_posix()
+            table = pq.read_table(path)
+            frame = table.to_pandas()
+            result = validator.run("shard", derive(frame, split))
+            problems = schema_problems(table.schema)
+            shards[name] = {"rows": table.num_rows, "schema_problems": problems, **result.to_json()}
+            shards[name]["success"] = result.success and not problems
+            ids.append(frame.reindex(columns=ID_COLUMNS))
+    if not shards:
+        raise InputError(version_dir, "no shards to validate", expected="train/validate/test part-*.parquet files")
+    ids_frame = pd.concat(ids, ignore_index=True)
+    counts = counts_frame(ids_frame, cfg)
+    dataset: dict[str, SuiteResult] = {
+        "ids": validator.run("ids", ids_frame[["sample_id"]]),
+        "studies": validator.run("studies", study_splits(ids_frame)),
+        "counts": validator.run("counts", counts),
+    }
+    manifest_issues = manifest_problems(version_dir, manifest)
+    success = all(s["success"] for s in shards.values()) and all(r.success for r in dataset.values()) \
+        and not manifest_issues
+    return {
+        "success": success, "version": manifest.get("version"), "shards_dir": str(version_dir),
+        "manifest_sha256": sha256_file(manifest_path), "rows": int(len(ids_frame)),
+        "manifest_problems": manifest_issues, "shards": shards,
+        "dataset": {name: r.to_json() for name, r in dataset.items()},
+        "counts": counts.astype(object).where(counts.notna(), None).to_dict(orient="records"),
+        "failures": failure_lines(shards, dataset, manifest_issues),
+    }
+
+
+def failure_lines(shards: dict[str, Any], dataset: dict[str, SuiteResult], manifest_issues: list[str]) -> list[str]:
+    """One line per failing shard / dataset suite: ``<where>: <check> (<detail>); ...``."""
+    lines = []
+    for name, info in shards.items():
+        failed = [f"schema ({'; '.join(info['schema_problems'])})"] if info["schema_problems"] else []
+        failed += [_line(c) for c in info["checks"] if not c["success"]]
+        if failed:
+            lines.append(f"{name}: {'; '.join(failed)}")
+    for name, result in dataset.items():
+        if result.failed:
+            lines.append(f"{name} (all shards): {'; '.join(c.line() for c in result.failed)}")
+    if manifest_issues:
+        lines.append(f"manifest: {'; '.join(manifest_issues)}")
+    return lines
+
+
+def _line(check: dict[str, Any]) -> str:
+    return CheckResult(**check).line()
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    verdict = "PASSED" if report["success"] else "FAILED"
+    out = [f"# Validation of {report['shards_dir']}: {verdict}", "",
+           f"{len(report['shards'])} shard(s), {report['rows']} rows, "
+           f"manifest sha256 `{report['manifest_sha256'][:16]}…`.", ""]
+    if report["failures"]:
+        out += ["## Failures", "", *[f"- {line}" for line in report["failures"]], ""]
+    out += ["## Shards", "", "| shard | rows | checks passed | failed checks |", "|---|---:|---:|---|"]
+    for name, info in report["shards"].items():
+        failed = [c["check"] for c in info["checks"] if not c["success"]]
+        failed += ["schema"] if info["schema_problems"] else []
+        passed = sum(c["success"] for c in info["checks"])
+        out.append(f"| {name} | {info['rows']} | {passed}/{len(info['checks'])} | {', '.join(failed) or '-'} |")
+    out += ["", "## Dataset checks", "", "| suite | check | result |", "|---|---|---|"]
+    for suite, info in report["dataset"].items():
+        for c in info["checks"]:
+            out.append(f"| {suite} | {c['check']} | {'pass' if c['success'] else 'FAIL: ' + _line(c)} |")
+    out.append(f"| manifest | shards match the manifest | {'; '.join(report['manifest_problems']) or 'pass'} |")
+    out += ["", "## Rows per split and task", "", "| split | task | rows | share | share bounds | min rows |",
+            "|---|---|---:|---:|---|---:|"]
+    for row in report["counts"]:
+        bounds = "-" if row["min_share"] is None else f"[{row['min_share']}, {row['max_share']}]"
+        minimum = "-" if row["min_rows"] is None else row["min_rows"]
+        out.append(f"| {row['split']} | {row['task']} | {row['rows']} | {row['share']:.3f} | {bounds} | {minimum} |")
+    return "\n".join(out) + "\n"
+
+
+def run_validate(params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
+    cfg = load_config(params)
+    shards = assemble.load_config(params)
+    report = validate_version(wd.shards(shards.version), cfg, exclude_failed_audit=shards.exclude_failed_audit)
+    write_json(report, wd.report(REPORT_JSON))
+    write_text(render_markdown(report), wd.report(REPORT_MD))
+    if not report["success"]:
+        shown = report["failures"][:SHOWN_FAILURES]
+        more = len(report["failures"]) - len(shown)
+        raise InputError(wd.report(REPORT_MD), "validation failed: " + " | ".join(shown)
+                         + (f" | +{more} more" if more > 0 else ""))
+    checks = sum(len(s["checks"]) for s in report["shards"].values())
+    return {"version": report["version"], "rows": report["rows"], "shards": len(report["shards"]),
+            "shard_checks": checks, "success": True, "report": str(wd.report(REPORT_MD))}
