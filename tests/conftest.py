@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +18,11 @@ for _key, _value in {
 }.items():
     os.environ.setdefault(_key, _value)
 
+# Prefect: a throw-away home (its SQLite API database) for the whole session, set before any import
+from radialog_instruct.flows import environment  # noqa: E402
+
+environment.prepare(Path(tempfile.mkdtemp(prefix="radialog-tests-")))
+
 
 @pytest.fixture(scope="session")
 def demo_workdir(tmp_path_factory: pytest.TempPathFactory) -> Workdir:
@@ -23,3 +30,22 @@ def demo_workdir(tmp_path_factory: pytest.TempPathFactory) -> Workdir:
     wd = Workdir.at(tmp_path_factory.mktemp("demo-work"))
     ingest(section(SourcesConfig, DEMO_OVERLAY, "sources"), wd)
     return wd
+
+
+@pytest.fixture(scope="session")
+def demo_params() -> dict:
+    """The demo settings (bundled corpus, rule labeler, tiny generator)."""
+    from radialog_instruct.tasks.config import load_params
+
+    return load_params(demo=True)
+
+
+@pytest.fixture(scope="session")
+def planned_workdir(demo_workdir: Workdir, demo_params: dict) -> Workdir:
+    """The demo work dir after the label (rule labeler) and plan stages."""
+    from radialog_instruct.tasks.instruct.plan import run_plan
+    from radialog_instruct.tasks.labeling.stage import run_label
+
+    run_label(demo_params, demo_workdir)
+    run_plan(demo_params, demo_workdir)
+    return demo_workdir

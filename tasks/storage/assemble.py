@@ -31,6 +31,7 @@ from .exports import export
 from .shards import EXCLUDED_DIR, SPLIT_DIRS, write_split
 
 MANIFEST = "manifest.json"
+#: exports/<version>/<split>/<file name>, named after the files the original trainers read
 EXPORT_FILES = {"llava": "mimic_cxr_instruct_llava_v2.json", "flat": "mimic_cxr_instruct_stratified.json"}
 
 
@@ -56,13 +57,9 @@ def dataset_config_hash(params: dict[str, Any]) -> str:
     return section_hash(params, "seed", "plan", "label", "generate", "assemble")
 
 
-def audit_path(wd: Workdir) -> Any:
-    return wd.table("audit")
-
-
 def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
     cfg = load_config(params)
-    inputs = [wd.table("plan"), wd.cache / "generation", audit_path(wd)]
+    inputs = [wd.table("plan"), wd.cache / "generation", wd.table("audit")]
     settings = {k: params.get(k) for k in ("seed", "plan", "label", "generate", "assemble")}
     return StageSpec("assemble", inputs, settings, [wd.shards(cfg.version), wd.exports / cfg.version],
                      code=("tasks/storage", "tasks/generation", "tasks/text"))
@@ -97,7 +94,7 @@ def attach_generations(plan: pd.DataFrame, params: dict[str, Any], wd: Workdir) 
 
 
 def attach_audit(frame: pd.DataFrame, wd: Workdir) -> tuple[pd.DataFrame, bool]:
-    path = audit_path(wd)
+    path = wd.table("audit")
     frame = frame.copy()
     if not path.exists():
         frame["audit"] = None
@@ -146,12 +143,12 @@ def run_assemble(params: dict[str, Any], wd: Workdir, *, exclude_failed_audit: b
     kept, excluded = frame[~failed], frame[failed]
 
     version_dir = wd.shards(cfg.version)
+    templates_dir = (params.get("plan") or {}).get("templates_dir")
+    templates = [load_templates(t, templates_dir) for t in ALL_TASKS if t in set(frame["task"])]
     manifest: dict[str, Any] = {
         "version": cfg.version, "pipeline_version": PIPELINE_VERSION, "config_hash": dataset_config_hash(params),
         "seed": params.get("seed"), "preset": (params.get("plan") or {}).get("preset"),
-        "templates": {t: {"version": load_templates(t, (params.get("plan") or {}).get("templates_dir")).version,
-                          "digest": load_templates(t, (params.get("plan") or {}).get("templates_dir")).digest}
-                      for t in ALL_TASKS if t in set(kept["task"])},
+        "templates": {t.task: {"version": t.version, "digest": t.digest} for t in templates},
         **identities(frame), **counts(kept), "audited": audited,
         "excluded": {"rows": int(len(excluded)),
                      "per_task": {t: int(n) for t, n in excluded["task"].value_counts().sort_index().items()}},
@@ -169,9 +166,12 @@ def run_assemble(params: dict[str, Any], wd: Workdir, *, exclude_failed_audit: b
                                           row_group_size=cfg.row_group_size).items():
                 manifest["shards"][f"{EXCLUDED_DIR}/{name}"] = info
         write_json(manifest, tmp / MANIFEST)
-    exported = {}
+    exported: dict[str, dict[str, int]] = {}
     for kind in cfg.exports:
-        exported[kind] = export(kind, version_dir, SPLIT_DIRS, wd.exports / cfg.version / EXPORT_FILES[kind])
+        for split in SPLIT_DIRS:
+            if (version_dir / split).is_dir():
+                target = wd.exports / cfg.version / split / EXPORT_FILES[kind]
+                exported.setdefault(kind, {})[split] = export(kind, version_dir, [split], target)
     summary = {"version": cfg.version, "shards_dir": str(version_dir), **counts(kept), "excluded": manifest["excluded"],
                "audited": audited, "exports": exported}
     write_json(summary, wd.report("assemble-summary.json"))
