@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
 import shutil
 import struct
@@ -44,12 +42,15 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+
 from radialog_instruct.schemas import PLAN
 from radialog_instruct.tasks.generation.stage import run_generate
 from radialog_instruct.tasks.io import write_json, write_parquet
 from radialog_instruct.tasks.sources.demo import build_studies
 from radialog_instruct.tasks.text.conversation import load_conversation
 from radialog_instruct.tasks.workdir import Workdir
+
+from machine import machine_info
 
 BENCH = Path(__file__).resolve().parent
 INSTRUCTIONS = ("Summarize this report with bullet points.", "Explain the report without medical jargon.",
@@ -157,31 +158,6 @@ def synthetic_plan(n: int, prompt_tokens: int, tokenizer_dir: Path) -> tuple[pa.
 
 
 # --- machine and bandwidth -------------------------------------------------------------------------
-
-def machine_info() -> dict[str, Any]:
-    import torch
-
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
-                            "cpu_count": os.cpu_count(), "torch": torch.__version__}
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        found = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
-        info["cpu"] = found.group(1).strip() if found else None
-    meminfo = Path("/proc/meminfo")
-    if meminfo.exists():
-        found = re.search(r"MemTotal:\s*(\d+) kB", meminfo.read_text())
-        info["memory_gib"] = round(int(found.group(1)) / 2**20, 1) if found else None
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        info["gpu"] = {"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
-                       "count": torch.cuda.device_count()}
-    for package in ("transformers", "vllm"):
-        try:
-            info[package] = __import__(package).__version__
-        except ImportError:
-            info[package] = None
-    return info
-
 
 def measure_bandwidth(device: str) -> float:
     """Bytes read + written per second by a large copy on ``device``."""

@@ -17,8 +17,6 @@ generator). Results go to bench/results/labeling-<device>.json.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import random
 import sys
 import tempfile
@@ -39,26 +37,10 @@ from radialog_instruct.tasks.sources.ingest import SourcesConfig, ingest
 from radialog_instruct.tasks.text.sentences import split_sentences
 from radialog_instruct.tasks.workdir import Workdir
 
+from machine import machine_info
+
 BENCH = Path(__file__).resolve().parent
 GOLD = BENCH / "data" / "labeler_gold.csv"
-
-
-def machine(device: str) -> dict[str, Any]:
-    import torch
-    import transformers
-
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    info = {"cpu": cpu, "cpu_cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()}
-    if device == "cuda" and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
 
 
 def sentence_pool(wd: Workdir) -> list[str]:
@@ -171,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         wd = Workdir.at(Path(tmp) / "work")
         ingest(section(SourcesConfig, DEMO_OVERLAY, "sources"), wd)
         pool = sentence_pool(wd)
-        results: dict[str, Any] = {"machine": machine(args.device), "sentence_pool": len(pool),
+        results: dict[str, Any] = {"machine": machine_info(), "sentence_pool": len(pool),
                                    "rules_speed": rules_speed(pool, args.n_reports)}
         chexbert = []
         for kind in ("tiny", "bert-base") if args.random_bert_base else ("tiny",):

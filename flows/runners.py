@@ -12,8 +12,9 @@ workers are pointed at the flow process's temporary API instead.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 RESOURCE = "GPU"
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from ..tasks.stage import StageSpec, is_fresh, read_stamp, record
+from ..tasks.stage import StageSpec, is_fresh, record
 from ..tasks.workdir import Workdir
 from .registry import STAGES, StageDef, skipped_summary
 

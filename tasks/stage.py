@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from .workdir import Workdir
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_hash(parts: tuple[str, ...]) -> str:
     """Hash of the Python sources under the given package folders (relative to the checkout)."""
     h = hashlib.sha256(PIPELINE_VERSION.encode())

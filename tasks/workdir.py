@@ -11,7 +11,7 @@ class Workdir:
     root: Path
 
     @classmethod
-    def at(cls, path: str | Path) -> "Workdir":
+    def at(cls, path: str | Path) -> Workdir:
         return cls(Path(path).resolve())
 
     @property

@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+
 from radialog_instruct.schemas import PLAN, REPORTS
 from radialog_instruct.tasks.io import write_parquet
 from radialog_instruct.tasks.workdir import Workdir

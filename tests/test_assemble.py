@@ -75,7 +75,6 @@ def test_two_builds_give_identical_bytes(assembled, demo_params, tmp_path):
     assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
     for rel in files:
         assert (first / rel).read_bytes() == (second / rel).read_bytes(), rel
-    version = demo_params["assemble"]["version"]
     exports = sorted(p.relative_to(wd.exports) for p in wd.exports.rglob("*.json"))
     assert len(exports) == 6  # two formats x three splits
     for rel in exports:

@@ -11,8 +11,14 @@ import pytest
 from radialog_instruct.tasks.instruct.templates import load_templates
 from radialog_instruct.tasks.labeling.interface import label_texts
 from radialog_instruct.tasks.labeling.rules import RuleLabeler
-from radialog_instruct.tasks.quality.audit import (AuditConfig, acknowledges_abnormality, audit_rows, before_text,
-                                                   echo_ratio, is_english)
+from radialog_instruct.tasks.quality.audit import (
+    AuditConfig,
+    acknowledges_abnormality,
+    audit_rows,
+    before_text,
+    echo_ratio,
+    is_english,
+)
 from radialog_instruct.tasks.quality.audit_report import render_html, render_markdown
 from radialog_instruct.tasks.quality.verdicts import summarize
 

@@ -14,8 +14,14 @@ import torch
 
 from radialog_instruct.tasks.errors import InputError
 from radialog_instruct.tasks.labeling.cache import cache_folder, label_texts_cached, lookup_or_label
-from radialog_instruct.tasks.labeling.chexbert import (MAX_TOKENS, ChexbertLabeler, ChexbertModel, decode,
-                                                       load_encoder, load_weights)
+from radialog_instruct.tasks.labeling.chexbert import (
+    MAX_TOKENS,
+    ChexbertLabeler,
+    ChexbertModel,
+    decode,
+    load_encoder,
+    load_weights,
+)
 from radialog_instruct.tasks.labeling.selection import build_labeler, choose_labeler
 from radialog_instruct.tasks.labeling.settings import ChexbertConfig, LabelConfig
 from radialog_instruct.tasks.models.tiny_bert import TinyChexbert, build_chexbert

@@ -10,6 +10,7 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from radialog_instruct.schemas import GENERATION_CACHE
 from radialog_instruct.tasks.generation.cache import GenerationCache, cache_row, host_tag
 from radialog_instruct.tasks.generation.engine import Request, Result, Sampling

@@ -12,10 +12,12 @@ import time
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from gen_fixtures import make_params, replay_messages, write_plan
+
 from radialog_instruct.tasks.generation.cache import GenerationCache
 from radialog_instruct.tasks.generation.stage import run_generate
 from radialog_instruct.tasks.io import sha256_file
+
+from gen_fixtures import make_params, replay_messages, write_plan
 
 pytest_plugins = ["gen_fixtures"]
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from gen_fixtures import make_params, replay_messages, write_plan
+
 from radialog_instruct.tasks.errors import ConfigError
 from radialog_instruct.tasks.generation.cache import GenerationCache
 from radialog_instruct.tasks.generation.config import OpenAISettings
@@ -20,6 +20,8 @@ from radialog_instruct.tasks.generation.models import ModelRef
 from radialog_instruct.tasks.generation.openai_backend import OpenAIBackend
 from radialog_instruct.tasks.generation.stage import run_generate
 from radialog_instruct.tasks.text.conversation import load_conversation
+
+from gen_fixtures import make_params, replay_messages, write_plan
 
 pytest_plugins = ["gen_fixtures"]
 

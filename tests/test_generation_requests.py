@@ -7,7 +7,7 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-from gen_fixtures import make_params, replay_messages, write_plan
+
 from radialog_instruct.tasks.errors import ConfigError, InputError
 from radialog_instruct.tasks.generation.config import PRESETS, load_config
 from radialog_instruct.tasks.generation.engine import Sampling
@@ -20,6 +20,8 @@ from radialog_instruct.tasks.generation.requests import (
     shard_requests,
 )
 from radialog_instruct.tasks.text.conversation import load_conversation
+
+from gen_fixtures import make_params, replay_messages, write_plan
 
 SETTINGS = RequestSettings(model="lmsys/vicuna-7b-v1.5", revision="default", sampling=Sampling(256), seed=0)
 

@@ -7,7 +7,7 @@ import dataclasses
 import pyarrow.parquet as pq
 import pytest
 import torch
-from gen_fixtures import make_params, replay_messages, write_plan, write_reports
+
 from radialog_instruct.tasks.generation.cache import GenerationCache
 from radialog_instruct.tasks.generation.config import TransformersSettings, load_config
 from radialog_instruct.tasks.generation.engine import Request, Sampling
@@ -17,6 +17,8 @@ from radialog_instruct.tasks.generation.stage import GenerationError, merge_summ
 from radialog_instruct.tasks.generation.transformers_backend import TransformersBackend
 from radialog_instruct.tasks.io import read_json
 from radialog_instruct.tasks.workdir import Workdir
+
+from gen_fixtures import make_params, replay_messages, write_plan, write_reports
 
 pytest_plugins = ["gen_fixtures"]
 pytestmark = pytest.mark.slow

@@ -15,11 +15,13 @@ import sys
 
 import pytest
 import yaml
-from gen_fixtures import make_params, replay_messages, write_plan
+
 from radialog_instruct.tasks.generation.cache import GenerationCache
 from radialog_instruct.tasks.generation.stage import run_generate
 from radialog_instruct.tasks.io import read_json
 from radialog_instruct.tasks.workdir import Workdir
+
+from gen_fixtures import make_params, replay_messages, write_plan
 
 pytest_plugins = ["gen_fixtures"]
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]

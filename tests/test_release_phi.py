@@ -9,9 +9,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from reference import DEMO, MIMIC_EXAMPLE
 
 from radialog_instruct.tasks.release.phi_scan import scan_file, scan_text, shape
+
+from reference import DEMO, MIMIC_EXAMPLE
 
 
 @pytest.mark.parametrize("text, kind", [

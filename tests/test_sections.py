@@ -1,13 +1,13 @@
 """Section extraction on the real published MIMIC-CXR example report and on the rule's edge cases."""
 
-from reference import MIMIC_EXAMPLE
-
 from radialog_instruct.tasks.sources.sections import (
     nle_report_text,
     normalize_section_name,
     split_sections,
     study_sections,
 )
+
+from reference import MIMIC_EXAMPLE
 
 EXAMPLE = MIMIC_EXAMPLE
 

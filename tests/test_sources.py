@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from reference import DEMO, MIMIC_EXAMPLE, RAD_RESTRUCT, mimic_nle_queries
 
 from radialog_instruct.tasks.errors import InputError
 from radialog_instruct.tasks.sources.mimic_cxr import MimicCxrPaths, load_mimic_cxr
 from radialog_instruct.tasks.sources.mimic_nle import read_nle_records, resolve_against_reports
 from radialog_instruct.tasks.sources.rad_restruct import load_rad_restruct
+
+from reference import DEMO, MIMIC_EXAMPLE, RAD_RESTRUCT, mimic_nle_queries
 
 SUBJECT, STUDY = 10000032, 50414267
 DICOMS = ["02aa804e-bde0afdd-112c0b34-7bc16630-4e384014", "174413ec-4ec4c1f7-34ea26b7-c5f994f8-79ef1962"]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import StageFailure, ConfigError
+from ..errors import ConfigError, StageFailure
 from ..io import read_parquet, write_json
 from ..stage import StageSpec
 from ..workdir import Workdir

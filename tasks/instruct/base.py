@@ -10,17 +10,42 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 
 from ..augment.context_dropping import contexts, draw_modes
-from ..hashing import draws, key_hashes, pick, short_id
+from ..hashing import draws, key_hashes, pick
 from ..text.conversation import Conversation, load_conversation
 from .presets import Preset
 from .templates import TaskTemplates, Variant, load_templates
 
 NO_COMMON_FINDINGS = "no common findings"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Sample keys with their 64-bit hashes, computed once: the hashes seed every per-row draw and,
+    in hex, are the rows' ``sample_id``."""
+
+    values: list[str]
+    hashes: np.ndarray
+
+    @classmethod
+    def of(cls, values: Sequence[str] | pd.Series) -> Keys:
+        values = list(values)
+        return cls(values, key_hashes(values))
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def take(self, positions: Sequence[int] | np.ndarray) -> Keys:
+        positions = np.asarray(positions, dtype=np.int64)
+        return Keys([self.values[i] for i in positions], self.hashes[positions])
+
+    def sample_ids(self) -> list[str]:
+        return [f"{h:016x}" for h in self.hashes.tolist()]
 
 
 @dataclass(frozen=True)
@@ -37,10 +62,10 @@ class BuildContext:
     def templates(self, task: str) -> TaskTemplates:
         return load_templates(task, self.templates_dir)
 
-    def draw(self, purpose: str, keys: Sequence[str] | pd.Series) -> np.ndarray:
-        return draws(self.seed, purpose, key_hashes(keys))
+    def draw(self, purpose: str, keys: Keys | Sequence[str] | pd.Series) -> np.ndarray:
+        return draws(self.seed, purpose, keys.hashes if isinstance(keys, Keys) else key_hashes(list(keys)))
 
-    def variants(self, task: str, mode: str, keys: Sequence[str] | pd.Series) -> list[Variant]:
+    def variants(self, task: str, mode: str, keys: Keys | Sequence[str] | pd.Series) -> list[Variant]:
         """One instruction variant per key, drawn from (seed, task, mode, key)."""
         options = self.templates(task).variants(mode)
         idx = pick(self.draw(f"variant:{task}:{mode}", keys), len(options))
@@ -53,8 +78,13 @@ def findings_prompt_value(structured_findings: str | None) -> str:
 
 
 def report_generation_instruction(ctx: BuildContext, structured_findings: str | None) -> str:
-    (variant,) = ctx.templates("report_generation").variants("default")[:1]
-    return variant.text.format(image_prefix=ctx.conversation.image_prefix,
+    return _report_generation_prompt(ctx.templates_dir, structured_findings or "")
+
+
+@lru_cache(maxsize=65536)
+def _report_generation_prompt(templates_dir: str | None, structured_findings: str) -> str:
+    (variant,) = load_templates("report_generation", templates_dir).variants("default")[:1]
+    return variant.text.format(image_prefix=load_conversation().image_prefix,
                                findings=findings_prompt_value(structured_findings))
 
 
@@ -69,11 +99,8 @@ def user_turn(ctx: BuildContext, history: list[dict[str, str]], instruction: str
     return instruction if history else ctx.conversation.image_prefix + instruction
 
 
-def sample_ids(keys: pd.Series) -> list[str]:
-    return [short_id(k) for k in keys]
 
-
-def finish(frame: pd.DataFrame, *, task: str, ctx: BuildContext, history: list[list[dict]],
+def finish(frame: pd.DataFrame, *, task: str, ctx: BuildContext, keys: Keys, history: list[list[dict]],
            instructions: list[str], outputs: list[str | None], template_ids: list[str],
            gen_messages: list[list[dict] | None] | None = None) -> pd.DataFrame:
     """Add the conversation columns to ``frame`` (which carries the row's ids and metadata).
@@ -94,17 +121,17 @@ def finish(frame: pd.DataFrame, *, task: str, ctx: BuildContext, history: list[l
     out["template_version"] = ctx.templates(task).version
     out["gen_messages"] = gen_messages if gen_messages is not None else [None] * len(out)
     out["is_pseudo_label"] = gen_messages is not None
-    out["sample_id"] = sample_ids(out["sample_key"])
+    out["sample_id"] = keys.sample_ids()
     if "context_mode" not in out:
         out["context_mode"] = "full"
     return out
 
 
-def mimic_meta(rows: pd.DataFrame, keys: pd.Series | list[str], *, task_mode: object = None,
+def mimic_meta(rows: pd.DataFrame, keys: Keys, *, task_mode: object = None,
                source_ref: object = None, source: str = "mimic-cxr") -> pd.DataFrame:
     """The id / provenance columns of MIMIC-CXR image rows."""
     return pd.DataFrame({
-        "sample_key": list(keys),
+        "sample_key": keys.values,
         "split": rows["split"].to_numpy(),
         "task_mode": task_mode,
         "source": source,
@@ -119,15 +146,17 @@ def mimic_meta(rows: pd.DataFrame, keys: pd.Series | list[str], *, task_mode: ob
     })
 
 
-def keyed(task: str, *parts: pd.Series | str) -> pd.Series:
-    """Stable sample keys ``task:part1:part2...``."""
-    key = pd.Series(task, index=parts[0].index if isinstance(parts[0], pd.Series) else None, dtype=object)
-    for part in parts:
-        key = key + ":" + (part.astype(str) if isinstance(part, pd.Series) else str(part))
-    return key
+def keyed(task: str, *parts: pd.Series | str) -> Keys:
+    """Stable sample keys ``task:part1:part2...`` (parts are aligned Series or constants)."""
+    columns = [p.astype(str).tolist() if isinstance(p, pd.Series) else None for p in parts]
+    n = next(len(c) for c in columns if c is not None)
+    values = [task] * n
+    for part, column in zip(parts, columns):
+        values = [f"{v}:{c}" for v, c in zip(values, column)] if column is not None else [f"{v}:{part}" for v in values]
+    return Keys.of(values)
 
 
-def context_histories(ctx: BuildContext, task: str, keys: pd.Series, rows: pd.DataFrame
+def context_histories(ctx: BuildContext, task: str, keys: Keys, rows: pd.DataFrame
                       ) -> tuple[list[list[dict[str, str]]], list[str]]:
     """Each row's history (the report-generation exchange, possibly cut by context dropping) and
     its context mode; tasks without context dropping always get the full context."""
@@ -135,7 +164,7 @@ def context_histories(ctx: BuildContext, task: str, keys: pd.Series, rows: pd.Da
         modes = list(draw_modes(ctx.draw(f"context:{task}", keys)))
     else:
         modes = ["full"] * len(rows)
-    texts = contexts(ctx.seed, list(keys), modes, list(rows["findings"]))
+    texts = contexts(ctx.seed, keys.values, modes, rows["findings"].tolist())
     histories = [[] if text is None else report_turns(ctx, findings, text)
-                 for text, findings in zip(texts, rows["structured_findings"])]
+                 for text, findings in zip(texts, rows["structured_findings"].tolist())]
     return histories, modes

@@ -21,10 +21,9 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from ..hashing import pick
 from ..labeling.conditions import FINDINGS, spoken_name
 from ..text.sentences import join_names
-from .base import BuildContext, finish, keyed, mimic_meta, report_generation_instruction
+from .base import BuildContext, Keys, finish, keyed, mimic_meta, report_generation_instruction
 from .inputs import PlanInputs, positive_mask
 from .presets import CORRECTION
 
@@ -50,30 +49,33 @@ def retrieve_reports(ctx: BuildContext, rows: pd.DataFrame, pool: pd.DataFrame) 
             [studies["split"].to_numpy(), study_masks]).groups.items():
         by_key[(split, int(mask))] = np.asarray(sorted(idx))
     masks = label_masks(rows)
-    keys = rows["dicom_id"]
+    keys = Keys.of(rows["dicom_id"])
     u_mask = ctx.draw(f"{TASK}:neighbour", keys)
     u_study = ctx.draw(f"{TASK}:study", keys)
-    reports, pred_masks, refs = [], [], []
     study_ids = studies["study_id"].to_numpy()
     subjects = studies["subject_id"].to_numpy()
-    findings = studies["findings"].to_numpy()
-    for i, (split, mask, subject) in enumerate(zip(rows["split"], masks, rows["subject_id"])):
+    findings = studies["findings"].to_numpy(dtype=object)
+    neighbours: dict[tuple[str, int], list[int]] = {}  # per distinct (split, mask): the masks present
+    reports, pred_masks, refs = [], [], []
+    for i, (split, mask, subject) in enumerate(zip(rows["split"].tolist(), masks.tolist(), rows["subject_id"].tolist())):
+        found = neighbours.get((split, mask))
+        if found is None:
+            found = neighbours[(split, mask)] = [mask ^ f for f in _NEIGHBOUR_FLIPS if (split, mask ^ f) in by_key]
         chosen = None
-        neighbours = [int(mask) ^ flip for flip in _NEIGHBOUR_FLIPS if (split, int(mask) ^ flip) in by_key]
-        if neighbours:
-            cand_mask = neighbours[int(pick(u_mask[i:i + 1], len(neighbours))[0])]
+        if found:
+            cand_mask = found[int(u_mask[i] * len(found))]
             cands = by_key[(split, cand_mask)]
             cands = cands[subjects[cands] != subject]
             if len(cands):
-                chosen = cands[int(pick(u_study[i:i + 1], len(cands))[0])]
-                pred_masks.append(cand_mask)
+                chosen = cands[int(u_study[i] * len(cands))]
         if chosen is None:
             reports.append(None)
             refs.append(None)
-            pred_masks.append(int(mask))
+            pred_masks.append(mask)
         else:
             reports.append(findings[chosen])
             refs.append(f"retrieved:s{int(study_ids[chosen])}")
+            pred_masks.append(cand_mask)
     return pd.DataFrame({"predicted_report": reports, "predicted_mask": pred_masks, "reference": refs},
                         index=rows.index)
 
@@ -131,5 +133,5 @@ def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
         histories.append([{"role": "user", "content": report_generation_instruction(ctx, findings)},
                           {"role": "assistant", "content": report}])
     meta = mimic_meta(rows, keys, task_mode=modes, source_ref=predicted["reference"].to_numpy())
-    return finish(meta, task=TASK, ctx=ctx, history=histories, instructions=instructions,
+    return finish(meta, task=TASK, ctx=ctx, keys=keys, history=histories, instructions=instructions,
                   outputs=[None] * len(rows), template_ids=template_ids, gen_messages=gen_messages)

@@ -16,14 +16,14 @@ import pandas as pd
 
 from ..hashing import pick
 from ..labeling.conditions import FINDINGS, spoken_name
-from .base import BuildContext, context_histories, findings_prompt_value, finish, keyed, mimic_meta, user_turn
+from .base import BuildContext, Keys, context_histories, findings_prompt_value, finish, keyed, mimic_meta, user_turn
 from .inputs import PlanInputs, positive_mask
 from .presets import FINDINGS_QA
 
 TASK = FINDINGS_QA
 
 
-def binary_questions(ctx: BuildContext, rows: pd.DataFrame, keys: pd.Series) -> tuple[list[str], list[str]]:
+def binary_questions(ctx: BuildContext, rows: pd.DataFrame, keys: Keys) -> tuple[list[str], list[str]]:
     """(condition asked, answer) per row."""
     positive = positive_mask(rows, FINDINGS)
     ask_positive = (ctx.draw(f"{TASK}:binary:positive", keys) < ctx.preset.binary_positive_p) & positive.any(axis=1)
@@ -47,11 +47,11 @@ def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
     template = ctx.templates(TASK)
     for mode in ("complete", "binary"):
         idx = np.flatnonzero(modes == mode)
-        sub, sub_keys = rows.iloc[idx], keys.iloc[idx]
+        sub, sub_keys = rows.iloc[idx], keys.take(idx)
         variants = ctx.variants(TASK, mode, sub_keys)
         if mode == "complete":
             texts = [v.text for v in variants]
-            answers = [findings_prompt_value(s) for s in sub["structured_findings"]]
+            answers = [findings_prompt_value(s) for s in sub["structured_findings"].tolist()]
         else:
             conditions, answers = binary_questions(ctx, sub, sub_keys)
             texts = [v.text.format(condition=spoken_name(c)) for v, c in zip(variants, conditions)]
@@ -61,5 +61,5 @@ def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
             template_ids[i] = template.template_id(variants[j])
     meta = mimic_meta(rows, keys, task_mode=modes)
     meta["context_mode"] = context_modes
-    return finish(meta, task=TASK, ctx=ctx, history=histories, instructions=instructions, outputs=outputs,
+    return finish(meta, task=TASK, ctx=ctx, keys=keys, history=histories, instructions=instructions, outputs=outputs,
                   template_ids=template_ids)

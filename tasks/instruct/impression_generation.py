@@ -22,6 +22,6 @@ def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
     template = ctx.templates(TASK)
     meta = mimic_meta(rows, keys)
     meta["context_mode"] = modes
-    return finish(meta, task=TASK, ctx=ctx, history=histories,
+    return finish(meta, task=TASK, ctx=ctx, keys=keys, history=histories,
                   instructions=[user_turn(ctx, h, v.text) for h, v in zip(histories, variants)],
                   outputs=list(rows["impression"]), template_ids=[template.template_id(v) for v in variants])

@@ -40,7 +40,12 @@ def image_frame(reports: pd.DataFrame, images: pd.DataFrame, labels: pd.DataFram
     frame = frame.merge(reports[REPORT_COLUMNS], on="study_id", how="left")
     frame = frame.merge(labels[LABEL_COLUMNS], on="study_id", how="left")
     frame["structured_findings"] = frame["structured_findings"].fillna("")
-    frame["positive_findings"] = frame["positive_findings"].map(lambda v: list(v) if isinstance(v, (list, np.ndarray)) else [])
+    frame["positive_findings"] = [list(v) if isinstance(v, (list, np.ndarray)) else []
+                                  for v in frame["positive_findings"].tolist()]
+    # Python strings: builders iterate these columns row by row, which Arrow-backed strings make slow
+    text = ["dicom_id", "split", "view_position", "image_path", "findings", "impression", "structured_findings",
+            "labeler"]
+    frame = frame.astype({c: object for c in text})
     return frame.sort_values(["split", "subject_id", "study_id", "dicom_id"], kind="stable").reset_index(drop=True)
 
 

@@ -33,6 +33,6 @@ def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
     instructions = [v.text.format(conditions=join_names([spoken_name(d) for d in diagnoses]))
                     for v, diagnoses in zip(variants, rows["diagnoses"])]
     meta = mimic_meta(rows, keys, source_ref=rows["sentence_id"].to_numpy(), source="mimic-nle")
-    return finish(meta, task=TASK, ctx=ctx, history=histories, instructions=instructions,
+    return finish(meta, task=TASK, ctx=ctx, keys=keys, history=histories, instructions=instructions,
                   outputs=[" ".join(t.split()) for t in rows["nle"]],
                   template_ids=[template.template_id(v) for v in variants])

@@ -9,11 +9,11 @@ conversation the generate stage answers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ...schemas import PLAN
 from ..config import section
@@ -73,9 +73,6 @@ def build_plan(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
     plan = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else None
     if plan is None:
         raise InputError(None, "the plan is empty: no source rows in the configured splits")
-    order = {task: i for i, task in enumerate(ALL_TASKS)}
-    plan = plan.assign(_t=plan["task"].map(order)).sort_values(["_t", "sample_key"], kind="stable")
-    plan = plan.drop(columns="_t").reset_index(drop=True)
     dup = plan["sample_id"].duplicated()
     if dup.any():
         raise InputError(None, f"sample id collision for key {plan.loc[dup, 'sample_key'].iloc[0]!r}")
@@ -83,10 +80,15 @@ def build_plan(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
 
 
 def to_table(plan: pd.DataFrame) -> pa.Table:
+    """The plan as Arrow, rows ordered by task (in ALL_TASKS order) then sample key."""
     frame = plan[PLAN.names].astype({"subject_id": "Int64", "study_id": "Int64"})
     for name in ("task_mode", "source_ref", "view_position", "structured_findings", "labeler", "output"):
         frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
-    return pa.Table.from_pandas(frame, schema=PLAN, preserve_index=False)
+    table = pa.Table.from_pandas(frame, schema=PLAN, preserve_index=False)
+    order = {task: i for i, task in enumerate(ALL_TASKS)}
+    rank = pa.array(plan["task"].map(order).to_numpy(dtype="int64"))
+    keys = pa.table({"rank": rank, "key": table.column("sample_key")})
+    return table.take(pc.sort_indices(keys, [("rank", "ascending"), ("key", "ascending")]))
 
 
 def run_plan(params: dict[str, Any], wd: Workdir) -> dict[str, Any]:

@@ -9,12 +9,14 @@ use the single-choice wording. The answer is the answer list joined with ", ".
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from ..augment.balancing import balance_yes_no
-from .base import BuildContext, finish, keyed
+from .base import BuildContext, Keys, finish, keyed
 from .inputs import PlanInputs
 from .presets import RAD_RESTRUCT_QA
+from .templates import Variant
 
 TASK = RAD_RESTRUCT_QA
 IMAGE_DIR = "radrestruct/images"
@@ -31,8 +33,9 @@ def serialise_history(history: list[dict], template_extra: dict) -> str:
 def expand_images(qa: pd.DataFrame, splits: tuple[str, ...]) -> pd.DataFrame:
     rows = qa[qa["split"].isin(splits)].explode("image_ids").rename(columns={"image_ids": "image_id"})
     rows = rows[rows["image_id"].notna()]
-    rows["sample_key"] = keyed(TASK, rows["report_id"], rows["qa_index"], rows["image_id"])
-    return rows.reset_index(drop=True)
+    rows = rows.reset_index(drop=True)
+    rows["sample_key"] = keyed(TASK, rows["report_id"], rows["qa_index"], rows["image_id"]).values
+    return rows
 
 
 def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
@@ -41,15 +44,19 @@ def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
     rows, stats = balance_yes_no(rows, ctx.seed)
     inputs.notes.update({f"rad_restruct_{k}": v for k, v in stats.items()})
     rows = rows.reset_index(drop=True)
-    modes = rows["answer_type"].map(lambda t: "multi_choice" if t == "multi_choice" else "single_choice")
-    instructions, template_ids = [], []
-    variants_by_mode = {m: dict(zip(rows.index[modes == m], ctx.variants(TASK, m, rows.loc[modes == m, "sample_key"])))
-                        for m in ("single_choice", "multi_choice")}
-    for i, row in rows.iterrows():
-        variant = variants_by_mode[modes[i]][i]
-        text = variant.text.format(options=", ".join(row["options"]), question=row["question"])
-        instructions.append(ctx.conversation.image_prefix + serialise_history(row["history"], template.extra) + text)
-        template_ids.append(template.template_id(variant))
+    keys = Keys.of(rows["sample_key"])
+    modes = np.where(rows["answer_type"].to_numpy() == "multi_choice", "multi_choice", "single_choice")
+    chosen: list[Variant | None] = [None] * len(rows)
+    for mode in ("single_choice", "multi_choice"):
+        idx = np.flatnonzero(modes == mode)
+        for i, variant in zip(idx, ctx.variants(TASK, mode, keys.take(idx))):
+            chosen[i] = variant
+    instructions = [
+        ctx.conversation.image_prefix + serialise_history(history, template.extra)
+        + variant.text.format(options=", ".join(options), question=question)
+        for variant, history, options, question in zip(chosen, rows["history"].tolist(), rows["options"].tolist(),
+                                                       rows["question"].tolist())]
+    template_ids = [template.template_id(v) for v in chosen]
     meta = pd.DataFrame({
         "sample_key": rows["sample_key"], "split": rows["split"], "task_mode": modes, "source": "rad-restruct",
         "source_ref": rows["report_id"] + "#" + rows["qa_index"].astype(str),
@@ -57,5 +64,6 @@ def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
         "image_path": IMAGE_DIR + "/" + rows["image_id"] + ".png", "view_position": None,
         "structured_findings": None, "labeler": None,
     })
-    return finish(meta, task=TASK, ctx=ctx, history=[[] for _ in range(len(rows))], instructions=instructions,
-                  outputs=[", ".join(a) for a in rows["answers"]], template_ids=template_ids)
+    return finish(meta, task=TASK, ctx=ctx, keys=keys, history=[[] for _ in range(len(rows))],
+                  instructions=instructions, outputs=[", ".join(a) for a in rows["answers"].tolist()],
+                  template_ids=template_ids)

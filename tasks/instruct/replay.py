@@ -27,7 +27,7 @@ def build_report_replay(ctx: BuildContext, inputs: PlanInputs, task: str) -> pd.
                     for findings, v in zip(rows["findings"], variants)]
     meta = mimic_meta(rows, keys, task_mode=[v.region for v in variants])
     meta["context_mode"] = modes
-    return finish(meta, task=task, ctx=ctx, history=histories,
+    return finish(meta, task=task, ctx=ctx, keys=keys, history=histories,
                   instructions=[user_turn(ctx, h, v.text) for h, v in zip(histories, variants)],
                   outputs=[None] * len(rows), template_ids=[template.template_id(v) for v in variants],
                   gen_messages=gen_messages)

@@ -47,6 +47,6 @@ def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
     meta = mimic_meta(rows, keys, task_mode=rows["stratum"].to_numpy())
     template = ctx.templates(TASK)
     template_id = template.template_id(template.variants("default")[0])
-    return finish(meta, task=TASK, ctx=ctx, history=[[] for _ in range(len(rows))],
+    return finish(meta, task=TASK, ctx=ctx, keys=keys, history=[[] for _ in range(len(rows))],
                   instructions=[report_generation_instruction(ctx, s) for s in rows["structured_findings"]],
                   outputs=list(rows["findings"]), template_ids=[template_id] * len(rows))

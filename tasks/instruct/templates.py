@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -86,7 +86,7 @@ def _parse(data: Any, source: str) -> TaskTemplates:
                          generation=dict(data.get("generation") or {}), extra=extra, source=source)
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_templates(task: str, templates_dir: str | None = None) -> TaskTemplates:
     """The templates of ``task`` from ``templates_dir`` (if given and present) or the package."""
     if templates_dir and (Path(templates_dir) / f"{task}.yaml").exists():

@@ -23,7 +23,7 @@ def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
     histories, modes = context_histories(ctx, TASK, keys, rows)
     meta = mimic_meta(rows, keys)
     meta["context_mode"] = modes
-    return finish(meta, task=TASK, ctx=ctx, history=histories,
+    return finish(meta, task=TASK, ctx=ctx, keys=keys, history=histories,
                   instructions=[user_turn(ctx, h, v.text) for h, v in zip(histories, variants)],
                   outputs=[answers[v] for v in rows["view_position"]],
                   template_ids=[template.template_id(v) for v in variants])

@@ -27,8 +27,20 @@ from ..stage import StageSpec
 from ..storage import assemble
 from ..storage.shards import SPLIT_DIRS, shard_files
 from ..workdir import Workdir
-from .expectations import (CheckResult, SuiteResult, ValidateConfig, Validator, check_config, count_checks,
-                           counts_frame, derive, id_checks, shard_checks, study_checks, study_splits)
+from .expectations import (
+    CheckResult,
+    SuiteResult,
+    ValidateConfig,
+    Validator,
+    check_config,
+    count_checks,
+    counts_frame,
+    derive,
+    id_checks,
+    shard_checks,
+    study_checks,
+    study_splits,
+)
 
 REPORT_JSON = "validation.json"
 REPORT_MD = "validation.md"

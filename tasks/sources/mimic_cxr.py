@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from ...schemas import IMAGES, REPORTS
 from ..errors import InputError
 from ..labeling.conditions import CONDITIONS, CSV_ORDER, column
-from ...schemas import IMAGES, REPORTS
 from .sections import STUDY_SECTIONS, study_sections
 
 SPLITS = ("train", "validate", "test")

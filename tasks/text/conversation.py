@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib.resources import files
 
 import yaml
@@ -56,7 +56,7 @@ class Conversation:
         return "".join(text for text, _ in self.segments(messages, open_turn=open_turn))
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_conversation(name: str = "conversation") -> Conversation:
     data = yaml.safe_load(files(TEMPLATE_PACKAGE).joinpath(f"{name}.yaml").read_text(encoding="utf-8"))
     return Conversation(
