@@ -25,6 +25,10 @@ class InputError(Exception):
             msg += f" (expected {expected})"
         super().__init__(" ".join(msg.split()))
 
+    def __reduce__(self) -> tuple:
+        # rebuilt from its fields, so it crosses process boundaries (parsing workers) intact
+        return (_input_error, (self.path, self.problem, self.record, self.expected))
+
 
 class ConfigError(Exception):
     """A setting in params.yaml or on the command line is missing or invalid (one line)."""
@@ -32,3 +36,7 @@ class ConfigError(Exception):
 
 class StageFailure(RuntimeError):
     """A stage ran but part of its work failed (one line; its summary holds the details)."""
+
+
+def _input_error(path: str | None, problem: str, record: str | None, expected: str | None) -> InputError:
+    return InputError(path, problem, record=record, expected=expected)

@@ -19,6 +19,7 @@ from radialog_instruct.tasks.labeling.stage import run_label
 from radialog_instruct.tasks.quality.audit import run_audit
 from radialog_instruct.tasks.sources.ingest import run_ingest
 from radialog_instruct.tasks.storage.assemble import run_assemble
+from radialog_instruct.tasks.storage.exports import export
 from radialog_instruct.tasks.workdir import Workdir
 
 pytestmark = pytest.mark.slow
@@ -107,6 +108,23 @@ def test_exports(assembled, demo_params):
     assert {r["task_type"] for r in llava} >= {"RG", "IG", "CPaQA", "CPbQA", "RR", "RE", "VC"}
     row = flat[0]
     assert set(row) == {"instruction", "input", "output", "dicom"} and row["instruction"].endswith("ASSISTANT:")
+
+
+def test_parallel_export_gives_the_same_bytes(assembled, demo_params, tmp_path):
+    """Shards converted by worker processes and joined give the in-process bytes; no part files stay."""
+    wd, _ = assembled
+    folder, splits = version_dir(wd, demo_params), ("train", "validate", "test", "excluded")
+    outputs = {}
+    for workers in (1, 2):
+        targets = {kind: tmp_path / str(workers) / f"{kind}.json" for kind in ("llava", "flat")}
+        count = export(targets, folder, splits, workers=workers)
+        outputs[workers] = {kind: path.read_bytes() for kind, path in targets.items()}
+        assert sorted(p.name for p in (tmp_path / str(workers)).iterdir()) == ["flat.json", "llava.json"]
+    assert outputs[1] == outputs[2]
+    rows = sum(pq.ParquetFile(p).metadata.num_rows for s in splits for p in (folder / s).glob("part-*.parquet"))
+    assert count == rows == len(json.loads(outputs[2]["flat"])) == len(json.loads(outputs[2]["llava"]))
+    empty = tmp_path / "empty.json"
+    assert export({"flat": empty}, folder, ["no-such-split"]) == 0 and json.loads(empty.read_text()) == []
 
 
 def test_missing_generations_are_an_error(assembled, demo_params, tmp_path):

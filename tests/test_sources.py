@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from radialog_instruct.tasks.errors import InputError
-from radialog_instruct.tasks.sources.mimic_cxr import MimicCxrPaths, load_mimic_cxr
+from radialog_instruct.tasks.sources.mimic_cxr import MimicCxrPaths, load_mimic_cxr, load_reports
 from radialog_instruct.tasks.sources.mimic_nle import read_nle_records, resolve_against_reports
 from radialog_instruct.tasks.sources.rad_restruct import load_rad_restruct
 
@@ -69,6 +69,25 @@ def test_empty_findings_are_kept_and_flagged(example_layout: MimicCxrPaths):
     report.write_text(report.read_text().replace(" FINDINGS:", " NOTE:"))
     row = load_mimic_cxr(example_layout).reports.to_pylist()[0]
     assert row["findings"] == "" and not row["has_findings"] and row["has_impression"]
+
+
+def test_parallel_parsing_gives_the_same_reports_and_errors(tmp_path: Path):
+    """Worker processes (forced with a tiny batch) return the in-process rows, in file order, and a
+    bad file's error crosses the process boundary as the same one-line InputError."""
+    source = DEMO / "mimic-cxr"
+    keep = frozenset({int(p.stem[1:]) for p in sorted(source.rglob("s*.txt"))[:3]})
+    alone, raw_alone = load_reports(source, keep, workers=1)
+    pooled, raw_pooled = load_reports(source, keep, workers=2, batch_size=16)
+    assert len(alone) > 32 and raw_alone == raw_pooled and len(raw_alone) == 3
+    pd.testing.assert_frame_equal(alone, pooled)
+
+    broken = tmp_path / "mimic-cxr"
+    shutil.copytree(source, broken)
+    bad = sorted(broken.rglob("s*.txt"))[40]
+    bad.write_bytes(b"\xff\xfe FINDINGS: broken")
+    with pytest.raises(InputError, match=r"not UTF-8 text \(byte 0\)") as err:
+        load_reports(broken, workers=2, batch_size=16)
+    assert err.value.path == f"{broken}/{bad.relative_to(broken).as_posix()}"
 
 
 @pytest.mark.parametrize("damage, message", [

@@ -5,11 +5,8 @@ required columns are the non-nullable fields of :data:`schemas.INSTRUCT_SAMPLE`,
 :data:`presets.ALL_TASKS` / :data:`presets.REPLAY_TASKS`, the plan's ``SPLITS`` and the context
 modes of :data:`context_dropping.MODES`; the bounds come from the ``validate:`` section.
 
-Per-row properties that GX cannot express on nested columns are computed in pandas first and
-validated as plain columns (:data:`DERIVED`): ``messages_ok`` (roles alternate user/assistant from
-a user turn, every content a non-empty string, the last turn the assistant's), ``turns_match``
-(``messages`` = ``history`` + the instruction as a user turn + one answer), ``answer_equals_output``,
-``has_generation`` (the provenance struct with every field set) and ``audit_verdict``.
+Per-row properties that GX cannot express on nested columns are computed on Arrow first
+(:mod:`.derived`) and validated as plain columns (:data:`DERIVED`).
 
 Four suites run in one :class:`Validator` (an ephemeral GX context: nothing is written to disk and
 no GX project folder is needed):
@@ -41,7 +38,6 @@ from ..instruct.presets import ALL_TASKS, REPLAY_TASKS
 #: Columns computed per shard before validation (see the module docstring).
 DERIVED = ("shard_split", "messages_ok", "turns_match", "answer_equals_output", "has_generation", "audit_verdict")
 REQUIRED = tuple(f.name for f in schemas.INSTRUCT_SAMPLE if not f.nullable)
-GENERATION_FIELDS = tuple(f.name for f in schemas.GENERATION_TYPE)
 EXAMPLES = 5
 
 
@@ -67,56 +63,6 @@ def check_config(cfg: ValidateConfig) -> ValidateConfig:
         raise ConfigError("params: validate needs 0 <= min_output_chars <= max_output_chars "
                           "and max_instruction_chars >= 1")
     return cfg
-
-
-# --- derived columns ---------------------------------------------------------------------------
-
-def _turns(cell: Any) -> list[dict[str, Any]] | None:
-    """A messages/history cell (list or numpy array of dicts) as a list; None when not a list."""
-    if cell is None or isinstance(cell, (float, str, dict)):
-        return None
-    return [dict(m) if isinstance(m, dict) else {} for m in cell]
-
-
-def messages_ok(messages: list[dict[str, Any]] | None) -> bool:
-    if not messages:
-        return False
-    roles = [m.get("role") for m in messages]
-    contents_ok = all(isinstance(m.get("content"), str) and m["content"].strip() for m in messages)
-    return contents_ok and roles[-1] == "assistant" and roles == ["user", "assistant"] * (len(roles) // 2)
-
-
-def turns_match(messages: list[dict[str, Any]] | None, history: list[dict[str, Any]] | None,
-                instruction: Any) -> bool:
-    if messages is None or history is None or len(messages) != len(history) + 2:
-        return False
-    return messages[:len(history)] == history and messages[-2] == {"role": "user", "content": instruction}
-
-
-def answer_equals_output(messages: list[dict[str, Any]] | None, output: Any) -> bool:
-    return bool(messages) and messages[-1].get("role") == "assistant" and messages[-1].get("content") == output
-
-
-def has_generation(generation: Any) -> bool:
-    return isinstance(generation, dict) and all(generation.get(k) is not None for k in GENERATION_FIELDS)
-
-
-def derive(frame: pd.DataFrame, shard_split: str) -> pd.DataFrame:
-    """``frame`` (a shard read to pandas) plus the :data:`DERIVED` columns. Columns the shard
-    lacks count as null, so a broken shard still gets every check (and fails the right ones)."""
-    def col(name: str) -> list[Any]:
-        return frame[name].tolist() if name in frame else [None] * len(frame)
-
-    messages = [_turns(c) for c in col("messages")]
-    history = [_turns(c) for c in col("history")]
-    return frame.assign(
-        shard_split=shard_split,
-        messages_ok=[messages_ok(m) for m in messages],
-        turns_match=[turns_match(m, h, q) for m, h, q in zip(messages, history, col("instruction"))],
-        answer_equals_output=[answer_equals_output(m, o) for m, o in zip(messages, col("output"))],
-        has_generation=[has_generation(g) for g in col("generation")],
-        audit_verdict=[a.get("verdict") if isinstance(a, dict) else None for a in col("audit")],
-    )
 
 
 def counts_frame(ids: pd.DataFrame, cfg: ValidateConfig) -> pd.DataFrame:

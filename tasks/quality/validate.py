@@ -27,6 +27,7 @@ from ..stage import StageSpec
 from ..storage import assemble
 from ..storage.shards import SPLIT_DIRS, shard_files
 from ..workdir import Workdir
+from .derived import flat_frame
 from .expectations import (
     CheckResult,
     SuiteResult,
@@ -35,7 +36,6 @@ from .expectations import (
     check_config,
     count_checks,
     counts_frame,
-    derive,
     id_checks,
     shard_checks,
     study_checks,
@@ -107,8 +107,8 @@ def validate_version(version_dir: Path, cfg: ValidateConfig, *, exclude_failed_a
         for path in shard_files(version_dir, split):
             name = path.relative_to(version_dir).as_posix()
             table = pq.read_table(path)
-            frame = table.to_pandas()
-            result = validator.run("shard", derive(frame, split))
+            frame = flat_frame(table, split)
+            result = validator.run("shard", frame)
             problems = schema_problems(table.schema)
             shards[name] = {"rows": table.num_rows, "schema_problems": problems, **result.to_json()}
             shards[name]["success"] = result.success and not problems

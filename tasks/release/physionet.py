@@ -282,7 +282,7 @@ def run_release(params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
                 (tmp / DATA / split).mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, tmp / DATA / split / path.name)
             if shards and cfg.include_flat_json:
-                export("flat", version_dir, [split], tmp / DATA / FLAT / f"{split}.json")
+                export({"flat": tmp / DATA / FLAT / f"{split}.json"}, version_dir, [split])
         files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         write_text(dataset_card(cfg, manifest, validation, audit, files), tmp / README)
         write_text(LICENSES[cfg.license][2] + "\n", tmp / LICENSE)

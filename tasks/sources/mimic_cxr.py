@@ -15,9 +15,7 @@ plus the provided CheXpert labels when present.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
-import re
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -31,7 +29,8 @@ import pyarrow as pa
 from ...schemas import IMAGES, REPORTS
 from ..errors import InputError
 from ..labeling.conditions import CONDITIONS, CSV_ORDER, column
-from .sections import STUDY_SECTIONS, study_sections
+from .report_parsing import BATCH, parse_reports
+from .sections import STUDY_SECTIONS
 
 SPLITS = ("train", "validate", "test")
 METADATA = "mimic-cxr-2.0.0-metadata.csv"
@@ -42,7 +41,6 @@ METADATA_COLUMNS = ("dicom_id", "subject_id", "study_id", "ViewPosition")
 SPLIT_COLUMNS = ("dicom_id", "study_id", "subject_id", "split")
 CHEXPERT_COLUMNS = ("subject_id", "study_id") + CSV_ORDER
 
-_REPORT_PATH = re.compile(r"(?:^|/)files/(p1\d)/(p(\d{8}))/s(\d{8})\.txt$")
 
 
 @dataclass(frozen=True)
@@ -163,55 +161,41 @@ def iter_report_files(source: Path) -> Iterator[tuple[str, bytes]]:
     if not root.is_dir():
         raise InputError(source, "no files/ folder inside",
                          expected="the mimic-cxr-reports folder containing files/pNN/pSUBJECT/sSTUDY.txt")
-    for dirpath, dirnames, filenames in os.walk(root):
+    base = str(root)
+    for dirpath, dirnames, filenames in os.walk(base):
         dirnames.sort()
+        prefix = "files" + dirpath[len(base):].replace(os.sep, "/") + "/"
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
-            full = Path(dirpath, name)
-            rel = "files/" + full.relative_to(root).as_posix()
+            full = os.path.join(dirpath, name)
             try:
-                data = full.read_bytes()
+                with open(full, "rb") as fh:
+                    data = fh.read()
             except OSError as err:
                 raise InputError(full, f"cannot read report ({err.strerror or err})") from None
-            yield rel, data
+            yield prefix + name, data
 
 
-def parse_report_path(rel: str, where: str) -> tuple[int, int]:
-    match = _REPORT_PATH.search(rel)
-    if match is None:
-        raise InputError(where, "unexpected file in the reports tree",
-                         expected="files/pNN/pSUBJECT/sSTUDY.txt (8-digit ids)")
-    group, _, subject, study = match.groups()
-    if not match.group(2).startswith(group):
-        raise InputError(where, f"patient folder {match.group(2)} is not under its group folder {group}",
-                         expected=f"files/{match.group(2)[:3]}/{match.group(2)}/...")
-    return int(subject), int(study)
-
-
-def load_reports(source: Path, keep_raw: set[int] | frozenset[int] = frozenset()
-                 ) -> tuple[pd.DataFrame, dict[int, str]]:
+def load_reports(source: Path, keep_raw: set[int] | frozenset[int] = frozenset(), *, workers: int | None = None,
+                 batch_size: int = BATCH) -> tuple[pd.DataFrame, dict[int, str]]:
     """One row per report file with its sections (see :mod:`.sections`), and the raw text of the
-    studies in ``keep_raw``."""
+    studies in ``keep_raw``. Parsing uses ``workers`` processes (default: the CPU count, at most 8)."""
+    separator = "/" if source.is_dir() else "!"
+    files = ((f"{source}{separator}{rel}", rel, data) for rel, data in iter_report_files(source))
     raw: dict[int, str] = {}
     rows: dict[str, list] = {k: [] for k in ("subject_id", "study_id", "report_path", "text_sha1")}
     sections: dict[str, list[str]] = {k: [] for k in STUDY_SECTIONS}
-    for rel, data in iter_report_files(source):
-        where = f"{source}/{rel}" if source.is_dir() else f"{source}!{rel}"
-        subject, study = parse_report_path(rel, where)
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise InputError(where, f"not UTF-8 text (byte {err.start})", expected="a plain-text report") from None
-        parts = study_sections(text)
-        if study in keep_raw:
+    for subject, study, rel, sha1, parts, text in parse_reports(files, frozenset(keep_raw), workers=workers,
+                                                                batch_size=batch_size):
+        if text is not None:
             raw[study] = text
         rows["subject_id"].append(subject)
         rows["study_id"].append(study)
         rows["report_path"].append(rel)
-        rows["text_sha1"].append(hashlib.sha1(data).hexdigest())
-        for key in STUDY_SECTIONS:
-            sections[key].append(parts[key])
+        rows["text_sha1"].append(sha1)
+        for key, value in zip(STUDY_SECTIONS, parts):
+            sections[key].append(value)
     frame = pd.DataFrame({**rows, **sections})
     if frame.empty:
         raise InputError(source, "no reports found", expected="files/pNN/pSUBJECT/sSTUDY.txt")

@@ -144,7 +144,8 @@ def run_assemble(params: dict[str, Any], wd: Workdir, *, exclude_failed_audit: b
 
     version_dir = wd.shards(cfg.version)
     templates_dir = (params.get("plan") or {}).get("templates_dir")
-    templates = [load_templates(t, templates_dir) for t in ALL_TASKS if t in set(frame["task"])]
+    present = set(frame["task"].unique())
+    templates = [load_templates(t, templates_dir) for t in ALL_TASKS if t in present]
     manifest: dict[str, Any] = {
         "version": cfg.version, "pipeline_version": PIPELINE_VERSION, "config_hash": dataset_config_hash(params),
         "seed": params.get("seed"), "preset": (params.get("plan") or {}).get("preset"),
@@ -167,11 +168,12 @@ def run_assemble(params: dict[str, Any], wd: Workdir, *, exclude_failed_audit: b
                 manifest["shards"][f"{EXCLUDED_DIR}/{name}"] = info
         write_json(manifest, tmp / MANIFEST)
     exported: dict[str, dict[str, int]] = {}
-    for kind in cfg.exports:
-        for split in SPLIT_DIRS:
-            if (version_dir / split).is_dir():
-                target = wd.exports / cfg.version / split / EXPORT_FILES[kind]
-                exported.setdefault(kind, {})[split] = export(kind, version_dir, [split], target)
+    for split in SPLIT_DIRS:
+        if cfg.exports and (version_dir / split).is_dir():
+            targets = {kind: wd.exports / cfg.version / split / EXPORT_FILES[kind] for kind in cfg.exports}
+            n = export(targets, version_dir, [split])
+            for kind in cfg.exports:
+                exported.setdefault(kind, {})[split] = n
     summary = {"version": cfg.version, "shards_dir": str(version_dir), **counts(kept), "excluded": manifest["excluded"],
                "audited": audited, "exports": exported}
     write_json(summary, wd.report("assemble-summary.json"))

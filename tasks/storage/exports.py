@@ -7,20 +7,28 @@
   ``{"instruction": <whole Vicuna prompt ending "ASSISTANT:">, "input": "", "output", "dicom"}``.
 
 Both are written as a stream (one record at a time) so that 580k samples never sit in memory as
-one JSON document; byte-identical for identical shards.
+one JSON document, shards converted in parallel processes; byte-identical for identical shards.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Iterator
+import multiprocessing
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+
+import orjson
+import pyarrow.parquet as pq
 
 from ..instruct.presets import FINDINGS_QA, FINDINGS_QA_CODES, TASK_CODES
 from ..io import atomic_path
 from ..text.conversation import load_conversation
-from .shards import iter_batches
+from .shards import shard_files
 
 EXPORT_COLUMNS = ["sample_id", "task", "task_mode", "dicom_id", "image_path", "messages", "output"]
 LLAVA_IMAGE = "<image>. "
@@ -53,25 +61,50 @@ def flat_record(row: dict[str, Any]) -> dict[str, Any]:
 EXPORTS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"llava": llava_record, "flat": flat_record}
 
 
-def iter_rows(version_dir: Path, splits: Iterable[str]) -> Iterator[dict[str, Any]]:
-    for split in splits:
-        for batch in iter_batches(version_dir, split, columns=EXPORT_COLUMNS):
-            yield from batch.to_pylist()
+def _shard_rows(path: Path) -> Iterator[dict[str, Any]]:
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096, columns=EXPORT_COLUMNS):
+        yield from batch.to_pylist()
 
 
-def write_json_list(records: Iterable[dict[str, Any]], path: Path) -> int:
-    """Stream ``records`` into a JSON list file atomically; returns the count."""
+def write_records(shard: Path, parts: Mapping[str, Path]) -> int:
+    """The records of one shard, for every ``kind -> part file``, comma-separated (no brackets)."""
     count = 0
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        fh.write("[")
-        for record in records:
-            fh.write(",\n" if count else "\n")
-            fh.write(json.dumps(record, ensure_ascii=False))
+    with ExitStack() as stack:
+        handles = [(stack.enter_context(open(part, "wb")), EXPORTS[kind]) for kind, part in parts.items()]
+        for row in _shard_rows(shard):
+            for fh, convert in handles:
+                if count:
+                    fh.write(b",\n")
+                fh.write(orjson.dumps(convert(row)))
             count += 1
-        fh.write("\n]\n" if count else "]\n")
     return count
 
 
-def export(kind: str, version_dir: Path, splits: Iterable[str], path: Path) -> int:
-    convert = EXPORTS[kind]
-    return write_json_list((convert(row) for row in iter_rows(version_dir, splits)), path)
+def export(kinds: Mapping[str, Path], version_dir: Path, splits: Iterable[str], *, workers: int | None = None) -> int:
+    """Write the exports ``kind -> path`` of ``splits`` (one read of the shards for all kinds);
+    returns the record count. Shards are converted in parallel by up to ``workers`` processes
+    (default: CPU count, at most 8) into part files that are then joined in shard order, so the
+    bytes do not depend on the number of workers; each export appears atomically."""
+    shards = [path for split in splits for path in shard_files(version_dir, split)]
+    workers = max(1, min(len(shards), os.cpu_count() or 1, 8) if workers is None else workers)
+    first = next(iter(kinds.values()))
+    first.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=first.parent, prefix=".export-") as tmp:
+        parts = [{kind: Path(tmp, f"{i:05d}.{kind}") for kind in kinds} for i in range(len(shards))]
+        if workers > 1:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                counts = list(pool.map(write_records, shards, parts))
+        else:
+            counts = [write_records(shard, part) for shard, part in zip(shards, parts)]
+        for kind, target in kinds.items():
+            with atomic_path(target) as out, open(out, "wb") as fh:
+                fh.write(b"[")
+                written = 0
+                for part, count in zip(parts, counts):
+                    if count:
+                        fh.write(b",\n" if written else b"\n")
+                        with open(part[kind], "rb") as src:
+                            shutil.copyfileobj(src, fh, 1 << 22)
+                        written += count
+                fh.write(b"\n]\n" if written else b"]\n")
+    return sum(counts)
