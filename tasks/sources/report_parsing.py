@@ -1,7 +1,7 @@
 """Report files to section rows, in order, optionally spread over worker processes.
 
 Sectioning is pure Python and CPU-bound (about 60 us per report), so a MIMIC-sized tree of
-227k reports is parsed by ``workers`` spawned processes in batches while the main process keeps
+227k reports is parsed by ``workers`` processes (:mod:`..parallel`) in batches while the main process keeps
 reading files; results come back in file order, so the output does not depend on the number of
 workers. Corpora of one batch or less are parsed in-process (no start-up cost for the demo).
 This module imports only what the workers need.
@@ -10,15 +10,14 @@ This module imports only what the workers need.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
-import os
 import re
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from itertools import islice
 
 from ..errors import InputError
+from ..parallel import default_workers, process_pool
 from .sections import STUDY_SECTIONS, study_sections
 
 _REPORT_PATH = re.compile(r"(?:^|/)files/(p1\d)/(p(\d{8}))/s(\d{8})\.txt$")
@@ -57,10 +56,6 @@ def parse_batch(batch: list[ReportFile], keep_raw: frozenset[int]) -> list[Repor
     return rows
 
 
-def default_workers() -> int:
-    return max(1, min(os.cpu_count() or 1, 8))
-
-
 def parse_reports(files: Iterable[ReportFile], keep_raw: frozenset[int], *, workers: int | None = None,
                   batch_size: int = BATCH) -> Iterator[ReportRow]:
     """Parse ``files`` into rows in input order (the first error raised is the first bad file's)."""
@@ -72,8 +67,7 @@ def parse_reports(files: Iterable[ReportFile], keep_raw: frozenset[int], *, work
         for batch in iter(lambda: list(islice(files, batch_size)), []):
             yield from parse_batch(batch, keep_raw)
         return
-    context = multiprocessing.get_context("spawn")  # fork is unsafe in a process with Prefect's threads
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with process_pool(workers) as pool:
         pending: deque[Future[list[ReportRow]]] = deque([pool.submit(parse_batch, first, keep_raw)])
         for batch in iter(lambda: list(islice(files, batch_size)), []):
             pending.append(pool.submit(parse_batch, batch, keep_raw))

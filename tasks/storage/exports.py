@@ -12,12 +12,9 @@ one JSON document, shards converted in parallel processes; byte-identical for id
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,7 @@ import pyarrow.parquet as pq
 
 from ..instruct.presets import FINDINGS_QA, FINDINGS_QA_CODES, TASK_CODES
 from ..io import atomic_path
+from ..parallel import default_workers, process_pool
 from ..text.conversation import load_conversation
 from .shards import shard_files
 
@@ -83,16 +81,16 @@ def write_records(shard: Path, parts: Mapping[str, Path]) -> int:
 def export(kinds: Mapping[str, Path], version_dir: Path, splits: Iterable[str], *, workers: int | None = None) -> int:
     """Write the exports ``kind -> path`` of ``splits`` (one read of the shards for all kinds);
     returns the record count. Shards are converted in parallel by up to ``workers`` processes
-    (default: CPU count, at most 8) into part files that are then joined in shard order, so the
+    (default: CPU count, at most 8; see :mod:`..parallel`) into part files that are then joined in shard order, so the
     bytes do not depend on the number of workers; each export appears atomically."""
     shards = [path for split in splits for path in shard_files(version_dir, split)]
-    workers = max(1, min(len(shards), os.cpu_count() or 1, 8) if workers is None else workers)
+    workers = default_workers(len(shards)) if workers is None else workers
     first = next(iter(kinds.values()))
     first.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=first.parent, prefix=".export-") as tmp:
         parts = [{kind: Path(tmp, f"{i:05d}.{kind}") for kind in kinds} for i in range(len(shards))]
         if workers > 1:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            with process_pool(workers) as pool:
                 counts = list(pool.map(write_records, shards, parts))
         else:
             counts = [write_records(shard, part) for shard, part in zip(shards, parts)]
