@@ -140,19 +140,15 @@ def audit_verdict(table: pa.Table) -> pa.Array:
     return pc.struct_field(column, "verdict")
 
 
-def is_nested(field: pa.Field) -> bool:
-    return pa.types.is_nested(field.type)
-
-
 def flat_frame(table: pa.Table, shard_split: str) -> pd.DataFrame:
     """The frame GX validates: scalar columns, presence markers for nested ones, the derived columns."""
-    flat = table.select([f.name for f in table.schema if not is_nested(f)])
+    flat = table.select([f.name for f in table.schema if not pa.types.is_nested(f.type)])
     scalar = flat.to_pandas()
     # object columns: GX filters the frame once per conditional check, and numpy takes of object
     # pointers are far cheaper than the Arrow takes of pandas' Arrow-backed string columns
     scalar = scalar.astype({f.name: object for f in flat.schema if pa.types.is_string(f.type)})
     for field in table.schema:
-        if is_nested(field):
+        if pa.types.is_nested(field.type):
             present = table.column(field.name).is_valid().to_numpy(zero_copy_only=False)
             scalar[field.name] = pd.Series(np.where(present, True, None), dtype=object)
     scalar = scalar[table.column_names]

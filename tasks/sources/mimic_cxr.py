@@ -42,7 +42,6 @@ SPLIT_COLUMNS = ("dicom_id", "study_id", "subject_id", "split")
 CHEXPERT_COLUMNS = ("subject_id", "study_id") + CSV_ORDER
 
 
-
 @dataclass(frozen=True)
 class MimicCxrPaths:
     reports: Path

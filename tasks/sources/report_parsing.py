@@ -14,7 +14,7 @@ import re
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
-from itertools import islice
+from itertools import chain, islice
 
 from ..errors import InputError
 from ..parallel import default_workers, process_pool
@@ -61,15 +61,15 @@ def parse_reports(files: Iterable[ReportFile], keep_raw: frozenset[int], *, work
     """Parse ``files`` into rows in input order (the first error raised is the first bad file's)."""
     workers = default_workers() if workers is None else workers
     files = iter(files)
-    first = list(islice(files, batch_size))
+    batches = iter(lambda: list(islice(files, batch_size)), [])
+    first = next(batches, [])
     if workers <= 1 or len(first) < batch_size:
-        yield from parse_batch(first, keep_raw)
-        for batch in iter(lambda: list(islice(files, batch_size)), []):
+        for batch in chain([first], batches):
             yield from parse_batch(batch, keep_raw)
         return
     with process_pool(workers) as pool:
-        pending: deque[Future[list[ReportRow]]] = deque([pool.submit(parse_batch, first, keep_raw)])
-        for batch in iter(lambda: list(islice(files, batch_size)), []):
+        pending: deque[Future[list[ReportRow]]] = deque()
+        for batch in chain([first], batches):
             pending.append(pool.submit(parse_batch, batch, keep_raw))
             if len(pending) > 2 * workers:  # bounded read-ahead: file bytes do not pile up
                 yield from pending.popleft().result()

@@ -8,12 +8,10 @@ the same bytes out.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ..io import sha256_file, write_parquet
 
@@ -41,17 +39,3 @@ def write_split(table: pa.Table, folder: Path, *, rows_per_shard: int, row_group
 
 def shard_files(version_dir: Path, split: str) -> list[Path]:
     return sorted((version_dir / split).glob("part-*.parquet"))
-
-
-def iter_batches(version_dir: Path, split: str, *, columns: list[str] | None = None,
-                 batch_size: int = 4096) -> Iterator[pa.RecordBatch]:
-    """Stream a split's rows without loading them all."""
-    for path in shard_files(version_dir, split):
-        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns)
-
-
-def read_split(version_dir: Path, split: str, columns: list[str] | None = None) -> pa.Table | None:
-    files = shard_files(version_dir, split)
-    if not files:
-        return None
-    return pa.concat_tables(pq.read_table(p, columns=columns) for p in files)
