@@ -20,10 +20,10 @@ from ... import schemas
 from .. import PIPELINE_VERSION
 from ..config import section, section_hash
 from ..errors import InputError
-from ..generation.cache import GenerationCache
+from ..generation.cache import GenerationCache, cache_dir
 from ..generation.requests import request_hashes
 from ..instruct.presets import ALL_TASKS
-from ..instruct.templates import load_templates
+from ..instruct.templates import load_templates, template_files
 from ..io import atomic_path, read_parquet, write_json
 from ..stage import StageSpec
 from ..workdir import Workdir
@@ -31,6 +31,7 @@ from .exports import export
 from .shards import EXCLUDED_DIR, SPLIT_DIRS, write_split
 
 MANIFEST = "manifest.json"
+SUMMARY = "assemble-summary.json"
 #: exports/<version>/<split>/<file name>, named after the files the original trainers read
 EXPORT_FILES = {"llava": "mimic_cxr_instruct_llava_v2.json", "flat": "mimic_cxr_instruct_stratified.json"}
 
@@ -59,10 +60,10 @@ def dataset_config_hash(params: dict[str, Any]) -> str:
 
 def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
     cfg = load_config(params)
-    inputs = [wd.table("plan"), wd.cache / "generation", wd.table("audit")]
-    settings = {k: params.get(k) for k in ("seed", "plan", "label", "generate", "assemble")}
-    return StageSpec("assemble", inputs, settings, [wd.shards(cfg.version), wd.exports / cfg.version],
-                     code=("tasks/storage", "tasks/generation", "tasks/text"))
+    templates_dir = (params.get("plan") or {}).get("templates_dir")
+    inputs = [wd.table("plan"), cache_dir(wd), wd.table("audit"), *template_files(templates_dir)]
+    outputs = [wd.shards(cfg.version), *([wd.exports / cfg.version] if cfg.exports else []), wd.report(SUMMARY)]
+    return StageSpec("assemble", inputs, outputs)
 
 
 def attach_generations(plan: pd.DataFrame, params: dict[str, Any], wd: Workdir) -> pd.DataFrame:
@@ -133,9 +134,9 @@ def counts(frame: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def run_assemble(params: dict[str, Any], wd: Workdir, *, exclude_failed_audit: bool | None = None) -> dict[str, Any]:
+def run_assemble(params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
     cfg = load_config(params)
-    exclude = cfg.exclude_failed_audit if exclude_failed_audit is None else exclude_failed_audit
+    exclude = cfg.exclude_failed_audit
     plan = read_parquet(wd.table("plan")).to_pandas()
     frame = attach_generations(plan, params, wd)
     frame, audited = attach_audit(frame, wd)
@@ -176,5 +177,5 @@ def run_assemble(params: dict[str, Any], wd: Workdir, *, exclude_failed_audit: b
                 exported.setdefault(kind, {})[split] = n
     summary = {"version": cfg.version, "shards_dir": str(version_dir), **counts(kept), "excluded": manifest["excluded"],
                "audited": audited, "exports": exported}
-    write_json(summary, wd.report("assemble-summary.json"))
+    write_json(summary, wd.report(SUMMARY))
     return summary

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
+from pathlib import Path
 
 import yaml
 
@@ -54,6 +55,11 @@ class Conversation:
 
     def render(self, messages: Sequence[Message], *, open_turn: bool = True) -> str:
         return "".join(text for text, _ in self.segments(messages, open_turn=open_turn))
+
+
+def conversation_file(name: str = "conversation") -> Path:
+    """The packaged conversation template (for stage fingerprints)."""
+    return Path(str(files(TEMPLATE_PACKAGE).joinpath(f"{name}.yaml")))
 
 
 @cache
