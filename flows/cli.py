@@ -78,7 +78,7 @@ def execute(command: str, stages: Sequence[str], settings: dict[str, Any], wd: W
     flow (or ``build``) runs, and each stage skips or reruns by its stamp."""
     options = options or {}
     for name in stages:
-        check_options(name, options if len(stages) == 1 else {})
+        check_options(name, options)
     if not how.force and not any(forced_by_options(n, options) for n in stages):
         skipped = {name: fresh_summary(name, settings, wd) for name in stages}
         if all(summary is not None for summary in skipped.values()):

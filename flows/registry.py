@@ -120,7 +120,9 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                                      "(reports/label-compare.json)", reruns=True),)),
     Stage("plan", "Decide every sample of the ten tasks", _plan, ("plan", "seed")),
     Stage("generate", "Pseudo ground truth for the replay tasks, mapped over generation shards", _generate,
-          ("generate",), retries=2),
+          ("generate",), retries=2,
+          options=(Option("shard", "only the requests of shard (i, n): the generate flow maps the shards over "
+                                   "its task runner, one engine each"),)),
     Stage("audit", "Re-label pseudo labels and judge their faithfulness", _audit,
           ("audit", "label", "generate", "plan", "seed")),
     Stage("assemble", "Plan + generations + audit -> versioned shards and exports", _assemble,

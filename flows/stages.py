@@ -98,7 +98,7 @@ def execute(name: str, params: Params, workdir: str, *, force: bool = False, opt
         summary = skipped_summary(wd, name)
         publish(name, summary, skipped=True)
         return summary
-    why = "forced" if force or state.fresh else str(state)
+    why = str(state) if not state.fresh else "forced (--force)" if force else "forced by an option"
     print(f"{name}: running ({why})")
     summary = run() if run is not None else _stage_task(name)(params, str(wd.root), options)
     record(spec, wd, summary)

@@ -32,7 +32,6 @@ from radialog_instruct.tasks.labeling.stage import run_label
 from radialog_instruct.tasks.quality.audit import run_audit
 from radialog_instruct.tasks.quality.validate import run_validate
 from radialog_instruct.tasks.release.physionet import SUMS, checksum_lines, run_release, verify_release
-from radialog_instruct.tasks.sources.ingest import run_ingest
 from radialog_instruct.tasks.storage.assemble import run_assemble
 from radialog_instruct.tasks.workdir import Workdir
 
@@ -84,12 +83,11 @@ def write_generation_cache(params: dict[str, Any], wd: Workdir) -> None:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def demo(ingested_copy) -> dict[str, Any]:
     params = load_params(demo=True)
     for key, value in SETTINGS.items():
         params[key] = {**(params.get(key) or {}), **value}
-    wd = Workdir.at(tmp_path_factory.mktemp("demo"))
-    run_ingest(params, wd)
+    wd = ingested_copy("demo")
     run_label(params, wd)
     run_plan(params, wd)
     write_generation_cache(params, wd)

@@ -90,7 +90,9 @@ def choose_labeler(cfg: LabelConfig, requested: str | None = None) -> Choice:
             choice = Choice("rules", f"auto: CheXbert weights found ({weights}) but the encoder "
                                      f"{cfg.chexbert.encoder} is neither a folder nor in the HF cache")
         else:
-            choice = Choice("chexbert", f"auto: CheXbert weights on this machine ({weights})")
+            where = f"local checkpoint {weights}" if local is not None else \
+                f"{cfg.chexbert.hub_repo}/{cfg.chexbert.hub_file} in the HF cache"
+            choice = Choice("chexbert", f"auto: CheXbert weights available ({where})")
     log.info("labeler: %s - %s", choice.labeler, choice.reason)
     return choice
 
