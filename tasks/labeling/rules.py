@@ -8,8 +8,10 @@ For a batch of reports:
 2. distinct sentences are joined with ``\\n`` into one string, normalised (:func:`normalize`), and
    every pattern of the compiled :mod:`.grammar` runs once over it (``finditer``): mentions per
    condition, cues, clause terminators;
-3. the rest is numpy over those spans: clause and sentence ids by ``searchsorted``, the nearest cue
-   before/after each mention, one value per mention (double negation -> uncertain, negation ->
+3. the rest is numpy over those spans: clause and sentence ids by ``searchsorted`` (negation cues
+   also stop at ``negation_terminators``), the nearest cue before/after each mention (an
+   ``adjacent`` negation cue only right after it, "X appears within normal limits"), one value per
+   mention (double negation -> uncertain, negation ->
    negative, uncertainty -> uncertain, else positive; "normal" statements -> negative), then the
    CheXpert aggregation per report and condition (positive > uncertain > negative > blank);
 4. No Finding is 1 when none of the 12 findings other than Support Devices is positive or
@@ -28,7 +30,10 @@ from .conditions import CONDITIONS, FINDINGS, NO_FINDING, SUPPORT_DEVICES
 from .grammar import SENTENCE_BREAK, Grammar, load_grammar
 
 #: Bump when the algorithm in this module changes (the phrase files carry their own version).
-RULES_CODE_VERSION = "1"
+RULES_CODE_VERSION = "2"
+
+#: How far (characters) an adjacent negation cue may start after its mention: one space.
+ADJACENT_WINDOW = 1
 
 #: Sentences per pass over the joined text (bounds memory; large enough to amortise the regex calls).
 CHUNK = 8192
@@ -102,15 +107,19 @@ def sentence_codes(grammar: Grammar, sentences: Sequence[str]) -> np.ndarray:
     joined = normalize(SENTENCE_BREAK.join(sentences))
     breaks = np.array([m.start() for m in re.finditer(SENTENCE_BREAK, joined)], dtype=np.int64)
     bounds = np.union1d(breaks, _spans(g.terminator, joined)[0])
+    # negation stops at more words than uncertainty ("no effusion with a chest tube in place",
+    # but "suggesting malignancy with postobstructive pneumonia")
+    neg_bounds = np.union1d(bounds, _spans(g.negation_terminator, joined)[0])
 
-    def clause(pos: np.ndarray) -> np.ndarray:
-        return np.searchsorted(bounds, pos, side="right")
+    def clause(pos: np.ndarray, at: np.ndarray = bounds) -> np.ndarray:
+        return np.searchsorted(at, pos, side="right")
 
-    def cues(pattern: re.Pattern[str], blockers: tuple[np.ndarray, np.ndarray] | None = None) -> _Cues:
+    def cues(pattern: re.Pattern[str], blockers: tuple[np.ndarray, np.ndarray] | None = None,
+             at: np.ndarray = bounds) -> _Cues:
         starts, ends = _spans(pattern, joined)
         if blockers is not None:
             starts = starts[~_covered(starts, ends, *blockers)]
-        return _Cues(starts, clause(starts))
+        return _Cues(starts, clause(starts, at))
 
     found_start, found_end, found_cond, found_normal = [], [], [], []
     for cond in g.conditions:
@@ -129,21 +138,23 @@ def sentence_codes(grammar: Grammar, sentences: Sequence[str]) -> np.ndarray:
     if not len(start):
         return codes
     c_start, c_end = clause(start), clause(end - 1)
+    n_start, n_end = clause(start, neg_bounds), clause(end - 1, neg_bounds)
     # a hedge after a mention belongs to the nearest mention before it ("opacity, likely
     # atelectasis" leaves the opacity positive): it must come before the next mention
     starts_sorted = np.sort(start)
     next_start = np.append(starts_sorted, np.iinfo(np.int64).max)[np.searchsorted(starts_sorted, end)]
 
-    def hit(pre: _Cues, post: _Cues, limit: np.ndarray | None = None) -> np.ndarray:
-        return pre.before(start, end, c_start) | post.after(start, end, c_end, g.post_window, limit)
-
     dneg_pre, dneg_post = _spans(g.double_negation_pre, joined), _spans(g.double_negation_post, joined)
     pseudo = _spans(g.pseudo, joined)
     blockers = (np.concatenate([pseudo[0], dneg_pre[0], dneg_post[0]]),
                 np.concatenate([pseudo[1], dneg_pre[1], dneg_post[1]]))
-    dneg = hit(_Cues(dneg_pre[0], clause(dneg_pre[0])), _Cues(dneg_post[0], clause(dneg_post[0])))
-    neg = hit(cues(g.negation_pre, blockers), cues(g.negation_post, blockers))
-    unc = hit(cues(g.uncertainty_pre), cues(g.uncertainty_post), next_start)
+    dneg = (_Cues(dneg_pre[0], clause(dneg_pre[0])).before(start, end, c_start)
+            | _Cues(dneg_post[0], clause(dneg_post[0])).after(start, end, c_end, g.post_window))
+    neg = (cues(g.negation_pre, blockers, neg_bounds).before(start, end, n_start)
+           | cues(g.negation_post, blockers, neg_bounds).after(start, end, n_end, g.post_window)
+           | cues(g.negation_adjacent, blockers, neg_bounds).after(start, end, n_end, ADJACENT_WINDOW))
+    unc = (cues(g.uncertainty_pre).before(start, end, c_start)
+           | cues(g.uncertainty_post).after(start, end, c_end, g.post_window, next_start))
     value = np.select([normal, dneg, neg, unc], [NEGATIVE, UNCERTAIN, NEGATIVE, UNCERTAIN], POSITIVE)
     np.maximum.at(codes, (np.searchsorted(breaks, start), cond_idx), value.astype(np.int8))
     return codes
