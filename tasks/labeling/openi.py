@@ -39,12 +39,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..errors import InputError
 from .conditions import CONDITIONS, NO_FINDING
+from .metrics import binary_scores
 
 #: The conditions scored on the dev set (those the issue's independent gold shares with CheXpert).
 SCORED: tuple[str, ...] = ("Atelectasis", "Cardiomegaly", "Pleural Effusion", "Pneumonia", "Pneumothorax",
@@ -130,3 +132,19 @@ def load_indexed_reports(path: str | Path) -> IndexedReports:
             reference[i, CONDITIONS.index(condition)] = 1.0
     texts = [report_text(f, i) for f, i in zip(frame["findings"], frame["impression"])]
     return IndexedReports(frame["uid"].tolist(), texts, reference)
+
+
+def score_positives(pred: np.ndarray, reference: np.ndarray, conditions: tuple[str, ...] = SCORED, *,
+                    uncertain_positive: bool = False) -> dict[str, Any]:
+    """Per-condition precision / recall / F1 of the labeler's positives against the indexed ones,
+    and their macro-F1 over ``conditions`` (an undefined F1 counts as 0).
+
+    Uncertain (-1) counts as not positive unless ``uncertain_positive`` (RaDialog's clinical-efficacy
+    mapping, which is also what the pipeline passes on: prompts list positive findings only)."""
+    per = {}
+    for name in conditions:
+        j = CONDITIONS.index(name)
+        said = (pred[:, j] == 1) | (uncertain_positive & (pred[:, j] == -1))
+        per[name] = binary_scores(said, reference[:, j] == 1)
+    return {"n": int(len(pred)), "uncertain_positive": uncertain_positive,
+            "macro_f1": float(np.mean([s["f1"] or 0.0 for s in per.values()])), "per_condition": per}

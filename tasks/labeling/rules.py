@@ -90,15 +90,29 @@ class _Cues:
         return (i >= 0) & ((self.clause[j] == m_clause) | (self.starts[j] >= m_start))
 
     def after(self, m_start: np.ndarray, m_end: np.ndarray, m_clause: np.ndarray, window: int,
-              limit: np.ndarray | None = None) -> np.ndarray:
+              limit: np.ndarray | None = None, *, outside: bool = False) -> np.ndarray:
         """A cue starting at most ``window`` characters after the mention, in its clause (and, with
-        ``limit``, before that position)."""
+        ``limit``, before that position); a cue inside the mention counts unless ``outside``."""
         if not len(self.starts):
             return np.zeros(len(m_start), bool)
-        i = np.searchsorted(self.starts, m_start, side="left")
+        i = np.searchsorted(self.starts, m_end if outside else m_start, side="left")
         j = np.minimum(i, len(self.starts) - 1)
         hit = (i < len(self.starts)) & (self.clause[j] == m_clause) & (self.starts[j] - m_end <= window)
         return hit if limit is None else hit & (self.starts[j] < limit)
+
+
+def mention_spans(grammar: Grammar, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every mention in normalised ``text``: start and end offsets, the condition's index in FINDINGS,
+    and whether the mention states the finding is normal ("heart size is normal")."""
+    found = []
+    for cond in grammar.conditions:
+        arr = np.array([(m.start(), m.end(), cond.index, m.lastgroup.startswith("nrm"))
+                        for m in cond.mention.finditer(text)], dtype=np.int64).reshape(-1, 4)
+        if cond.exclude is not None:
+            arr = arr[~_covered(arr[:, 0], arr[:, 1], *_spans(cond.exclude, text), start_only=True)]
+        found.append(arr)
+    spans = np.concatenate(found)
+    return spans[:, 0], spans[:, 1], spans[:, 2], spans[:, 3].astype(bool)
 
 
 def sentence_codes(grammar: Grammar, sentences: Sequence[str]) -> np.ndarray:
@@ -121,19 +135,7 @@ def sentence_codes(grammar: Grammar, sentences: Sequence[str]) -> np.ndarray:
             starts = starts[~_covered(starts, ends, *blockers)]
         return _Cues(starts, clause(starts, at))
 
-    found_start, found_end, found_cond, found_normal = [], [], [], []
-    for cond in g.conditions:
-        arr = np.array([(m.start(), m.end(), m.lastgroup.startswith("nrm")) for m in cond.mention.finditer(joined)],
-                       dtype=np.int64).reshape(-1, 3)
-        if cond.exclude is not None:
-            arr = arr[~_covered(arr[:, 0], arr[:, 1], *_spans(cond.exclude, joined), start_only=True)]
-        found_start.append(arr[:, 0])
-        found_end.append(arr[:, 1])
-        found_normal.append(arr[:, 2].astype(bool))
-        found_cond.append(np.full(len(arr), cond.index, np.int64))
-    start, end = np.concatenate(found_start), np.concatenate(found_end)
-    cond_idx, normal = np.concatenate(found_cond), np.concatenate(found_normal)
-
+    start, end, cond_idx, normal = mention_spans(g, joined)
     codes = np.zeros((len(sentences), len(FINDINGS)), dtype=np.int8)
     if not len(start):
         return codes
@@ -152,7 +154,7 @@ def sentence_codes(grammar: Grammar, sentences: Sequence[str]) -> np.ndarray:
             | _Cues(dneg_post[0], clause(dneg_post[0])).after(start, end, c_end, g.post_window))
     neg = (cues(g.negation_pre, blockers, neg_bounds).before(start, end, n_start)
            | cues(g.negation_post, blockers, neg_bounds).after(start, end, n_end, g.post_window)
-           | cues(g.negation_adjacent, blockers, neg_bounds).after(start, end, n_end, ADJACENT_WINDOW))
+           | cues(g.negation_adjacent, blockers, neg_bounds).after(start, end, n_end, ADJACENT_WINDOW, outside=True))
     unc = (cues(g.uncertainty_pre).before(start, end, c_start)
            | cues(g.uncertainty_post).after(start, end, c_end, g.post_window, next_start))
     value = np.select([normal, dneg, neg, unc], [NEGATIVE, UNCERTAIN, NEGATIVE, UNCERTAIN], POSITIVE)
