@@ -44,6 +44,7 @@ SENTENCES = [
     (LL, "No suspicious pulmonary nodules or masses.", 0),
     (LL, "Possible nodular opacity in the left mid lung, which could represent a nipple shadow.", -1),
     (LL, "A pulmonary mass cannot be excluded.", -1), (LL, "No evidence of mass effect.", NAN),
+    (LL, "The small nodule is not well seen on this study.", -1),
     # Edema
     (ED, "Mild pulmonary edema.", 1), (ED, "No pulmonary edema.", 0),
     (ED, "Mild pulmonary vascular congestion without frank edema.", 1), (ED, "Possible mild interstitial edema.", -1),
@@ -66,6 +67,7 @@ SENTENCES = [
     # historical findings are not current ones
     (PN, "Calcified granulomas, sequelae of prior granulomatous infection.", NAN),
     (PN, "Evidence of old healed histoplasmosis infection.", NAN),
+    (PN, "These were not present before and may be sequela of infection.", NAN),
     (PN, "Opacity suggesting a mass with postobstructive pneumonia.", -1),
     # Atelectasis
     (AT, "Bibasilar atelectasis.", 1), (AT, "No atelectasis.", 0),
@@ -127,6 +129,9 @@ def test_sentences(labeler: RuleLabeler):
     ("Atelectasis versus pneumonia at the left base.", {AT: -1, PN: -1}),
     ("Small effusions and/or atelectasis at the bases.", {PE: -1, AT: -1}),
     ("Streaky opacity compatible with scarring or atelectasis.", {LO: 1, AT: 1}),
+    # a hedge on a location is no hedge on the finding
+    ("Airspace disease, probably within the right lower lobe, consistent with pneumonia.", {LO: 1, PN: 1}),
+    ("Airspace disease, probably pneumonia, within the right lower lobe.", {LO: 1, PN: -1}),
     # post-mention negation reaches its subject, not the next finding
     ("Heart size and pulmonary vascularity appear within normal limits.", {CM: 0}),
     ("Heart size and pulmonary vascular engorgement appear within normal limits.", {ED: 0}),

@@ -155,8 +155,8 @@ def sentence_codes(grammar: Grammar, sentences: Sequence[str]) -> np.ndarray:
     neg = (cues(g.negation_pre, blockers, neg_bounds).before(start, end, n_start)
            | cues(g.negation_post, blockers, neg_bounds).after(start, end, n_end, g.post_window)
            | cues(g.negation_adjacent, blockers, neg_bounds).after(start, end, n_end, ADJACENT_WINDOW, outside=True))
-    unc = (cues(g.uncertainty_pre).before(start, end, c_start)
-           | cues(g.uncertainty_post).after(start, end, c_end, g.post_window, next_start))
+    unc = (cues(g.uncertainty_pre, blockers).before(start, end, c_start)
+           | cues(g.uncertainty_post, blockers).after(start, end, c_end, g.post_window, next_start))
     value = np.select([normal, dneg, neg, unc], [NEGATIVE, UNCERTAIN, NEGATIVE, UNCERTAIN], POSITIVE)
     np.maximum.at(codes, (np.searchsorted(breaks, start), cond_idx), value.astype(np.int8))
     return codes
