@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -48,7 +49,9 @@ from radialog_instruct.tasks.labeling.rules import (
 from radialog_instruct.tasks.text.sentences import split_sentences
 
 BENCH = Path(__file__).resolve().parent
-DEV_SET = BENCH.parent.parent / "shared" / "data" / "iu-xray-dev" / "reports.csv"
+#: The real dev set: $RADIALOG_REFERENCE_DATA or ../shared/data next to the checkout (as the tests).
+DEV_SET = Path(os.environ.get("RADIALOG_REFERENCE_DATA", BENCH.parent.parent / "shared" / "data")) \
+    / "iu-xray-dev" / "reports.csv"
 RESULTS = BENCH / "results" / "labeling-engines.json"
 
 #: A sentence's mentions: (start, end, index in FINDINGS, states-normal) on its normalised text.

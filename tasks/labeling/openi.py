@@ -28,7 +28,7 @@ its positives. :data:`TERM_MAP` maps headings to conditions, following CheXpert'
 * Pleural Other: Thickening or Cicatrix qualified ``pleura``; Pleura.
 * Fracture: Fractures, Bone.
 * Support Devices: Catheters, Indwelling; Tube, Inserted; Implanted Medical Device; Medical Device;
-  Stents.
+  Stents; Surgical Instruments (the collection's term for sternotomy wires and surgical clips).
 * No Finding: the report's terms are exactly ``normal``.
 
 The seven conditions the issue scores (:data:`SCORED`) map one to one or nearly; the other six are
@@ -81,7 +81,8 @@ _term("Thickening", "Pleural Other", ("pleura",))
 _term("Cicatrix", "Pleural Other", ("pleura",))
 _term("Pleura", "Pleural Other")
 _term("Fractures, Bone", "Fracture")
-for _heading in ("Catheters, Indwelling", "Tube, Inserted", "Implanted Medical Device", "Medical Device", "Stents"):
+for _heading in ("Catheters, Indwelling", "Tube, Inserted", "Implanted Medical Device", "Medical Device", "Stents",
+                 "Surgical Instruments"):
     _term(_heading, "Support Devices")
 
 NORMAL, NOT_INDEXED = "normal", "No Indexing"
