@@ -1,6 +1,6 @@
 """Negation / uncertainty engines compared on real reports (the IU X-ray dev set).
 
-    python bench/labeling_engines.py [--engines mention,negation-window,negspacy,medspacy,rules]
+    python bench/labeling_engines.py [--engines mention,negation-window,rules,negspacy,medspacy]
 
 Every engine sees the same mentions - the rule labeler's mention patterns (``phrases/mentions.yaml``)
 on each normalised sentence - and decides only each mention's value; the CheXpert aggregation and
@@ -174,7 +174,8 @@ def summary(scores: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--engines", default="mention,negation-window,negspacy,rules")
+    parser.add_argument("--engines", default="mention,negation-window,rules",
+                        help="comma-separated; negspacy and medspacy need those packages installed")
     parser.add_argument("--dev-set", type=Path, default=DEV_SET)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
