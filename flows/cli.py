@@ -98,6 +98,35 @@ def _overrides(set_: list[str] | None, **settings: object) -> list[str]:
 
 @app.command()
 @one_line_errors
+def pull(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = None,
+         images: Annotated[str | None, typer.Option(
+             "--images", help="Also the JPGs: all, split names (train,validate,test), or built[:VERSION] "
+                              "(the images the shards of a built version use)")] = None,
+         force: Annotated[bool, typer.Option(
+             "--force", help="Hash every file again instead of trusting the record of verified files, "
+                             "fetch the checksum lists again, redo MIMIC-NLE and Rad-ReStruct")] = False) -> None:
+    """Download MIMIC-CXR, MIMIC-CXR-JPG, MIMIC-NLE and Rad-ReStruct into the sources: folders, verified.
+
+    PhysioNet credentials: PHYSIONET_USERNAME / PHYSIONET_PASSWORD, ~/.netrc, or a prompt.
+    """
+    from contextlib import nullcontext
+
+    from ..tasks.sources.credentials import prepare_credentials
+    from ..tasks.sources.pull import plan_pull
+    from ..tasks.sources.transfer_progress import Progress, RichProgress, activated
+
+    settings, wd = context(params, set_, False, workdir)
+    plan = plan_pull(settings, wd)  # settings that cannot work fail here, before the engine starts
+    prepare_credentials(plan.config.host, interactive=sys.stdin.isatty())
+    from .pull import run_pull
+    bars = RichProgress(console) if console.is_terminal else nullcontext(Progress())  # no bars in logs
+    with environment.quiet_engine(), bars as progress, activated(progress):
+        summary = run_pull(settings, str(wd.root), images=images, force=force)
+    show("pull", summary)
+
+
+@app.command()
+@one_line_errors
 def ingest(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = None, demo: DemoOpt = False,
            force: ForceOpt = False) -> None:
     """Read MIMIC-CXR, MIMIC-NLE and Rad-ReStruct into interim Parquet tables."""
