@@ -33,7 +33,7 @@ from radialog_instruct.tasks.config import load_params
 from radialog_instruct.tasks.errors import ConfigError, InputError, StageFailure
 from radialog_instruct.tasks.sources import pull
 from radialog_instruct.tasks.sources.archives import extract_folder
-from radialog_instruct.tasks.sources.checksums import parse_sha256sums
+from radialog_instruct.tasks.sources.checksums import VerifiedRecord, parse_sha256sums
 from radialog_instruct.tasks.sources.credentials import require_credentials
 from radialog_instruct.tasks.sources.physionet_http import AccessError
 from radialog_instruct.tasks.sources.rad_restruct import load_rad_restruct
@@ -115,7 +115,7 @@ class Handler(BaseHTTPRequestHandler):
         if srv.corrupt.get(path):
             srv.corrupt[path] -= 1
             body = body[:-1] + bytes([body[-1] ^ 0xFF])
-        start = int(entry["range"][6:-1]) if entry["range"] else 0
+        start = int(entry["range"][6:-1]) if entry["range"] and not srv.ignore_range else 0
         if start >= len(body) > 0:
             return self._status(entry, 416, {"Content-Range": f"bytes */{len(body)}"})
         headers = {"Content-Length": str(len(body) - start)}
@@ -166,6 +166,7 @@ class PhysioNetLike(ThreadingHTTPServer):
         self.failures: dict[str, list[int]] = {}
         self.corrupt: dict[str, int] = {}
         self.stall_after: dict[str, int] = {}
+        self.ignore_range = False
         self.stalled, self.released = threading.Event(), threading.Event()
 
     @property
@@ -337,8 +338,33 @@ def test_killed_mid_file_resumes_without_fetching_a_byte_twice(server, login, tm
     assert [o.action for o in outcomes] == ["downloaded"] * 4
     resumed = server.gets("mimic-cxr-reports.zip")
     assert [(r["range"], r["status"], r["sent"]) for r in resumed] == [("bytes=65536-", 206, size - 65536)]
+    assert server.gets("/mimic-cxr/2.0.0/SHA256SUMS.txt") == []  # complete before the kill: not fetched again
     assert (data / "mimic-cxr" / "2.0.0" / "mimic-cxr-reports.zip").read_bytes() == server.tree[zip_url]
     assert not part.exists()
+
+
+def test_a_part_is_continued_only_while_it_can_be(server, login, tmp_path):
+    data, work = tmp_path / "physionet", Workdir.at(tmp_path / "work")
+    params = load_params(None, overrides(server, data))
+    fetch_all(params, work)  # checksum lists cached; now leave only .part files of the split table
+    table = data / "mimic-cxr-jpg" / "2.0.0" / "mimic-cxr-2.0.0-split.csv.gz"
+    part, good = table.with_name(table.name + ".part"), table.read_bytes()
+
+    def again(part_bytes: bytes) -> list[tuple[str | None, int]]:
+        table.unlink()
+        part.write_bytes(part_bytes)
+        server.requests.clear()
+        assert {Path(o.target).name: o.action for o in fetch_all(params, work)}[table.name] == "downloaded"
+        assert table.read_bytes() == good and not part.exists()
+        return [(r["range"], r["status"]) for r in server.requests]
+
+    # the whole file already in the part (killed before the rename): nothing to fetch
+    assert again(good) == [(f"bytes={len(good)}-", 416)]
+    # a part that is not the start of this file: the mismatch earns one fresh download
+    assert again(b"\0" * 100) == [("bytes=100-", 206), (None, 200)]
+    # a server that ignores ranges sends the whole file: written from the start
+    server.ignore_range = True
+    assert again(good[:100]) == [("bytes=100-", 200)]
 
 
 def test_a_changed_local_file_is_detected_and_replaced(server, login, tmp_path):
@@ -459,6 +485,22 @@ def test_sha256sums_lines_as_physionet_and_sha256sum_write_them(tmp_path):
                                              "mimic-cxr-reports.zip": digest}
     with pytest.raises(InputError, match="SUMS: record line 2: not a checksum line"):
         parse_sha256sums(f"{digest} ok\n{digest[:10]} short\n", "SUMS")
+
+
+def test_the_verified_record_survives_a_cut_line_and_stays_small(tmp_path):
+    file, record_path = tmp_path / "a.bin", tmp_path / "verified.jsonl"
+    file.write_bytes(b"abc")
+    digest = hashlib.sha256(b"abc").hexdigest()
+    record = VerifiedRecord(record_path)
+    for _ in range(1500):
+        record.add(file, digest)
+    with open(record_path, "a") as fh:
+        fh.write('{"path": "cut by a cra')
+    reopened = VerifiedRecord(record_path)
+    assert reopened.matches(file, digest) and not reopened.matches(file, "0" * 64)
+    assert len(record_path.read_text().splitlines()) == 1  # 1501 lines for one file: rewritten
+    os.utime(file, ns=(0, 0))
+    assert not reopened.matches(file, digest)
 
 
 def test_rad_restruct_folder_from_a_checkout_or_a_tar_archive(tmp_path):

@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 
 from ..errors import InputError
+from ..io import write_text
 
 SUMS_FILE = "SHA256SUMS.txt"
 _LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *]?(\S.*)$")
@@ -47,14 +48,17 @@ class VerifiedRecord:
         self.path = path
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[str, int, int]] = {}
+        lines = 0
         if path.exists():
             with open(path, encoding="utf-8") as fh:
-                for line in fh:
+                for lines, line in enumerate(fh, start=1):
                     try:
                         entry = json.loads(line)
                         self._entries[entry["path"]] = (entry["sha256"], entry["size"], entry["mtime_ns"])
                     except (ValueError, KeyError, TypeError):
                         continue  # a line cut by a crash: that file is simply hashed again
+        if lines > 2 * len(self._entries) + 1000:  # mostly superseded lines (--force runs): keep the latest
+            write_text("".join(_line(p, *e) + "\n" for p, e in self._entries.items()), path)
 
     def matches(self, file: Path, sha256: str) -> bool:
         """Whether ``file`` was verified as ``sha256`` and has not changed since (size, mtime)."""
@@ -70,9 +74,12 @@ class VerifiedRecord:
     def add(self, file: Path, sha256: str) -> None:
         st = file.stat()
         entry = (sha256, st.st_size, st.st_mtime_ns)
-        line = json.dumps({"path": str(file), "sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
         with self._lock:
             self._entries[str(file)] = entry
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
+                fh.write(_line(str(file), *entry) + "\n")
+
+
+def _line(path: str, sha256: str, size: int, mtime_ns: int) -> str:
+    return json.dumps({"path": path, "sha256": sha256, "size": size, "mtime_ns": mtime_ns})
