@@ -112,11 +112,13 @@ def pull(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = No
     from contextlib import nullcontext
 
     from ..tasks.sources.credentials import prepare_credentials
-    from ..tasks.sources.pull import plan_pull
+    from ..tasks.sources.pull import parse_images, plan_pull
     from ..tasks.sources.transfer_progress import Progress, RichProgress, activated
 
     settings, wd = context(params, set_, False, workdir)
     plan = plan_pull(settings, wd)  # settings that cannot work fail here, before the engine starts
+    if images:
+        parse_images(images, settings)
     prepare_credentials(plan.config.host, interactive=sys.stdin.isatty())
     from .pull import run_pull
     bars = RichProgress(console) if console.is_terminal else nullcontext(Progress())  # no bars in logs

@@ -82,7 +82,7 @@ def pull_flow(params: dict[str, Any], workdir: str, images: str | None = None, f
         if _succeeded(file_runs):
             steps.append(rebuild_nle.submit(plan, fetcher, force))
             if images:
-                batches = pull.image_batches(plan, pull.select_images(images, plan, params))
+                batches = pull.image_batches(plan, pull.select_images(pull.parse_images(images, params), plan))
                 progress.expect(sum(map(len, batches)))
                 jpg_sums = quote(sums[cfg.mimic_cxr_jpg()].result())  # 377k entries: not for Prefect to walk
                 image_runs = [fetch_images.submit(b, jpg_sums, fetcher, force) for b in batches]

@@ -221,19 +221,31 @@ def fetch_batch(items: Sequence[RemoteFile], sums: dict[str, str], fetcher: Fetc
 
 # --- images ------------------------------------------------------------------------------------
 
-def select_images(spec: str, plan: PullPlan, params: dict[str, Any]) -> list[str]:
-    """Relative JPG paths for ``--images``: ``all``, split names (``train,validate``) or
-    ``built[:VERSION]`` (the MIMIC images the shards of a built version refer to)."""
+@dataclass(frozen=True)
+class ImageSelection:
+    """``--images``: the JPGs of some splits, or those the shards of a built version refer to."""
+
+    splits: tuple[str, ...] = ()
+    version: str | None = None
+
+
+def parse_images(spec: str, params: dict[str, Any]) -> ImageSelection:
+    """``all``, split names (``train,validate``) or ``built[:VERSION]`` (default: assemble.version)."""
     spec = spec.strip()
     if spec == "built" or spec.startswith("built:"):
-        version = spec.partition(":")[2] or section(AssembleConfig, params, "assemble").version
-        return built_images(plan.wd.shards(version))
+        return ImageSelection(version=spec.partition(":")[2] or section(AssembleConfig, params, "assemble").version)
     splits = SPLITS if spec == "all" else tuple(s.strip() for s in spec.split(",") if s.strip())
-    unknown = [s for s in splits if s not in SPLITS]
-    if unknown or not splits:
+    if not splits or any(s not in SPLITS for s in splits):
         raise ConfigError(f"--images {spec!r}: expected all, split names ({', '.join(SPLITS)}) or built[:VERSION]")
+    return ImageSelection(splits=splits)
+
+
+def select_images(selection: ImageSelection, plan: PullPlan) -> list[str]:
+    """Relative JPG paths (``files/pNN/pSUBJECT/sSTUDY/<dicom_id>.jpg``) of the selection."""
+    if selection.version is not None:
+        return built_images(plan.wd.shards(selection.version))
     frame = load_split(find_table(plan.jpg_root, SPLIT))
-    frame = frame[frame["split"].isin(splits)]
+    frame = frame[frame["split"].isin(selection.splits)]
     return sorted(set(image_path(frame["subject_id"], frame["study_id"], frame["dicom_id"])))
 
 
