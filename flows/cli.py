@@ -339,6 +339,72 @@ def make_demo(out_dir: Annotated[Path, typer.Argument(help="Target folder")] = P
     out.print(counts)
 
 
+# --- review: human decisions on the pseudo labels -------------------------------------------
+
+review_app = typer.Typer(no_args_is_help=True, help="Human review of the pseudo labels: a local web app, and CSV "
+                         "import / export of the decisions (reviews/decisions.parquet in the work dir).")
+app.add_typer(review_app, name="review")
+ReviewerOpt = Annotated[str | None, typer.Option("--reviewer", help="Name recorded with each decision "
+                                                 "[default: your login name]")]
+
+
+def _review_workdir(workdir: Path | None) -> Workdir:
+    wd = Workdir.at(workdir or "work")
+    if not wd.root.is_dir():
+        raise InputError(wd.root, "work dir not found", expected="a built work dir (radialog-instruct build)")
+    return wd
+
+
+def _reviewer(name: str | None) -> str:
+    if name:
+        return name
+    import getpass
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@review_app.command("serve")
+@one_line_errors
+def review_serve(workdir: WorkdirOpt = None,
+                 port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1")] = 8765,
+                 host: Annotated[str | None, typer.Option("--host", help="Serve on another interface (e.g. 0.0.0.0): "
+                                                          "anyone who reaches it reads MIMIC-derived text")] = None,
+                 reviewer: ReviewerOpt = None) -> None:
+    """Local web app: read every audited replay row, filter, and accept / reject by keyboard."""
+    from ..tasks.quality.review.app import LOOPBACK, serve
+    wd = _review_workdir(workdir)
+    bound = host or "127.0.0.1"
+    if bound not in LOOPBACK:
+        console.print(f"[bold yellow]warning:[/] serving on {bound}: anyone who can reach this machine can read the "
+                      "reports and answers (MIMIC data must stay with credentialed users)", highlight=False)
+    name = _reviewer(reviewer)
+    url_host = f"[{bound}]" if ":" in bound else bound
+    out.print(f"reviewing {wd.root} as {name}: http://{url_host}:{port}/  (Ctrl+C stops)", highlight=False)
+    serve(wd, host=bound, port=port, reviewer=name)
+
+
+@review_app.command("import")
+@one_line_errors
+def review_import(csv_file: Annotated[Path, typer.Argument(help="CSV with sample_id,decision[,note][,reviewer]")],
+                  workdir: WorkdirOpt = None, reviewer: ReviewerOpt = None) -> None:
+    """Append the decisions of a CSV (accept / reject per sample id); a file with a bad row imports nothing."""
+    from ..tasks.quality.review.spreadsheet import import_csv
+    out.print(import_csv(csv_file, _review_workdir(workdir), reviewer=_reviewer(reviewer)))
+
+
+@review_app.command("export")
+@one_line_errors
+def review_export(workdir: WorkdirOpt = None,
+                  out_csv: Annotated[Path, typer.Option("-o", "--out", help="CSV to write")] = Path("review.csv"),
+                  decided_only: Annotated[bool, typer.Option("--decided-only", help="Only rows with a decision")]
+                  = False) -> None:
+    """Every audited replay row with its decision and context, as CSV to fill in and import back."""
+    from ..tasks.quality.review.spreadsheet import export_csv
+    out.print(export_csv(_review_workdir(workdir), out_csv, decided_only=decided_only))
+
+
 def main() -> None:
     try:
         app()

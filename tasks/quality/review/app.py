@@ -1,0 +1,313 @@
+"""``radialog-instruct review serve``: a local web app to read every audited replay row and decide.
+
+Stack: FastAPI (routes, JSON bodies checked by pydantic) served by uvicorn, pages rendered on the
+server from Jinja2 templates, and one small vanilla-JS file for the keyboard and the saves, plus
+one CSS file. All of it is already installed with the project (FastAPI and uvicorn come with
+Prefect's server, Jinja2 renders the audit report) and actively maintained; there is no build step,
+no JS framework, no account and nothing fetched from the network: templates and static files are
+package data.
+
+Pages: ``/`` lists the rows with filters (task, verdict, reason, split, decision, free text),
+progress per task × verdict, and pages of :data:`PAGE_SIZE` rows; ``/row?<filters>&pos=N`` shows
+the N-th row of a selection (``order=queue&seed=S`` for the stratified review queue,
+:func:`.replay.queue_order`): generator conversation, answer, the labelled report section,
+both texts' labels with the findings highlighted, verdict and reasons, provenance, the decision
+history. Keys: ``a`` accept, ``r`` reject (with the note typed after ``n``), ``j`` / ``k`` next /
+previous, ``l`` back to the list, ``?`` help. ``POST /api/decisions`` saves a decision
+(:mod:`.decisions`); ``GET /api/progress`` returns the counts.
+
+Safety: the CLI binds 127.0.0.1 unless ``--host`` says otherwise; only requests whose Host header
+names the served address are answered (no DNS rebinding), and a save must be a same-origin JSON
+POST, which another site's page cannot make without a CORS preflight this app never grants.
+
+Data: :class:`ReviewData` keeps the replay table as Arrow and rebuilds it when the audit table,
+the plan or the generation cache change; decisions are re-read when their file changes. A page
+turns only its own rows into Python objects.
+"""
+
+from __future__ import annotations
+
+import threading
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlencode, urlsplit
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from pydantic import BaseModel, Field
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from ...generation.cache import GenerationCache
+from ...labeling.conditions import CONDITIONS
+from ...workdir import Workdir
+from ..verdicts import REASONS
+from .decisions import ACCEPT, REJECT, append_decisions, decisions_path, for_rows, new_decisions, read_decisions
+from .highlight import segments
+from .replay import ANSWER, DECISION_FILTERS, Filters, Studies, answer_labels, queue_order, replay_rows
+
+PAGE_SIZE = 50
+EXCERPT = 220
+PACKAGE = files(__package__)
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+class ReviewData:
+    """The replay rows, the labels / sections of their studies and the decisions, cached and
+    refreshed when the files under them change (checked with a few ``stat`` calls per request)."""
+
+    def __init__(self, wd: Workdir):
+        self.wd = wd
+        self._lock = threading.Lock()
+        self._key: Any = None
+        self._decisions_key: Any = None
+        self._rows = self._studies = self._decisions = self._applied = None
+        self._queues: dict[int, np.ndarray] = {}
+
+    def _sources(self) -> Any:
+        cache = GenerationCache.of(self.wd).directory
+        return (_stat(self.wd.table("audit")), _stat(self.wd.table("plan")), _stat(self.wd.table("labels")),
+                _stat(self.wd.table("reports")), _stat(cache))
+
+    def refresh(self) -> None:
+        with self._lock:
+            key = self._sources()
+            if key != self._key:
+                self._rows = replay_rows(self.wd)
+                self._studies = Studies(self.wd, self._rows.column("study_id"))
+                self._queues, self._key, self._decisions_key = {}, key, None
+            decisions_key = _stat(decisions_path(self.wd))
+            if decisions_key != self._decisions_key or self._applied is None:
+                self._decisions = read_decisions(self.wd)
+                self._applied = for_rows(self._decisions, self._rows.column("sample_id"),
+                                         self._rows.column("request_hash"))
+                self._decisions_key = decisions_key
+
+    @property
+    def rows(self) -> pa.Table:
+        return self._rows
+
+    @property
+    def studies(self) -> Studies:
+        return self._studies
+
+    @property
+    def applied(self) -> pa.Table:
+        """The decision that applies to each row (row-aligned, null where none)."""
+        return self._applied
+
+    @property
+    def decisions(self) -> pa.Table:
+        return self._decisions
+
+    def queue(self, seed: int) -> np.ndarray:
+        with self._lock:
+            if seed not in self._queues:
+                self._queues[seed] = queue_order(self._rows, seed)
+            return self._queues[seed]
+
+    def selection(self, filters: Filters, order: str, seed: int) -> np.ndarray:
+        """Row indices of the selection, in list order (task, sample id) or queue order."""
+        mask = filters.mask(self.rows, self.applied.column("decision"))
+        ordered = self.queue(seed) if order == "queue" else np.arange(self.rows.num_rows)
+        return ordered[mask[ordered]]
+
+    def index_of(self, sample_id: str) -> int | None:
+        at = pc.index_in(pa.array([sample_id], pa.string()), value_set=self.rows.column("sample_id"))[0]
+        return at.as_py()
+
+
+# --- view models -------------------------------------------------------------------------------
+
+def progress(data: ReviewData, selected: np.ndarray | None = None) -> dict[str, Any]:
+    """Reviewed / accepted / rejected overall, per task × verdict and in the selection."""
+    decision = data.applied.column("decision")
+    table = pa.table({"task": data.rows.column("task"), "verdict": pc.fill_null(data.rows.column("verdict"), "-"),
+                      "reviewed": pc.cast(decision.is_valid(), pa.int64()),
+                      "accepted": pc.cast(pc.fill_null(pc.equal(decision, ACCEPT), False), pa.int64()),
+                      "rejected": pc.cast(pc.fill_null(pc.equal(decision, REJECT), False), pa.int64())})
+    groups = table.group_by(["task", "verdict"]).aggregate(
+        [("reviewed", "count"), ("reviewed", "sum"), ("accepted", "sum"), ("rejected", "sum")])
+    strata = sorted(({"task": g["task"], "verdict": g["verdict"], "rows": g["reviewed_count"],
+                      "reviewed": g["reviewed_sum"], "accepted": g["accepted_sum"], "rejected": g["rejected_sum"]}
+                     for g in groups.to_pylist()), key=lambda s: (s["task"], s["verdict"]))
+    out = {"rows": table.num_rows, "reviewed": sum(s["reviewed"] for s in strata),
+           "accepted": sum(s["accepted"] for s in strata), "rejected": sum(s["rejected"] for s in strata),
+           "strata": strata}
+    if selected is not None:
+        out["selected"] = int(len(selected))
+        out["selected_reviewed"] = int(pc.sum(decision.take(pa.array(selected, pa.int64())).is_valid()).as_py() or 0) \
+            if len(selected) else 0
+    return out
+
+
+def _excerpt(text: str | None) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= EXCERPT else text[:EXCERPT] + " …"
+
+
+def list_rows(data: ReviewData, indices: np.ndarray, offset: int) -> list[dict[str, Any]]:
+    """The page's rows (only they become Python objects)."""
+    take = pa.array(indices, pa.int64())
+    page = data.rows.select(["sample_id", "task", "task_mode", "split", "verdict", "audit", ANSWER]).take(take)
+    applied = data.applied.select(["decision", "note", "reviewer"]).take(take)
+    out = []
+    for k, (row, decision) in enumerate(zip(page.to_pylist(), applied.to_pylist())):
+        out.append({**row, "pos": offset + k, "reasons": row["audit"]["reasons"], "excerpt": _excerpt(row[ANSWER]),
+                    **{f"decision_{key}": value for key, value in decision.items()}})
+    return out
+
+
+def _status(audit: dict[str, Any]) -> dict[str, str]:
+    status = {f: "kept" for f in audit["kept"]}
+    status.update({f: "dropped" for f in audit["dropped"]})
+    status.update({f: "added" for f in audit["added"]})
+    return status
+
+
+def row_view(data: ReviewData, index: int) -> dict[str, Any]:
+    """Everything the row page shows about one replay row."""
+    row = data.rows.slice(index, 1).to_pylist()[0]
+    audit = row["audit"]
+    status = _status(audit)
+    labels = data.studies.labels_of(row["study_id"])
+    section, text = data.studies.section_of(row["study_id"], labels["text_column"] if labels else None)
+    answer_values = answer_labels(data.wd, audit["labeler"], row[ANSWER] or "")
+    label_rows = [{"condition": c, "source": (labels or {}).get("values", {}).get(c),
+                   "answer": (answer_values or {}).get(c) if answer_values else ("positive" if c in audit["output_findings"] else None),
+                   "status": status.get(c, "")} for c in CONDITIONS]
+    history = data.decisions.filter(pc.equal(data.decisions.column("sample_id"), row["sample_id"])).to_pylist()
+    for item in history:
+        item["current"] = item["request_hash"] == row["request_hash"]
+    applied = data.applied.slice(index, 1).to_pylist()[0]
+    return {"row": row, "audit": audit, "section": section, "source_segments": segments(text, status),
+            "answer_segments": segments(row[ANSWER] or "", status), "label_rows": label_rows,
+            "labels_from_cache": answer_values is not None, "source_labeler": (labels or {}).get("labeler"),
+            "history": history[::-1], "decision": applied if applied["decision"] else None}
+
+
+# --- the app -----------------------------------------------------------------------------------
+
+class DecisionIn(BaseModel):
+    sample_id: str = Field(min_length=1, max_length=200)
+    decision: Literal["accept", "reject"]
+    note: str = Field(default="", max_length=10_000)
+
+
+def _url(path: str, **params: Any) -> str:
+    query = urlencode({k: v for k, v in params.items() if v not in ("", None)})
+    return f"{path}?{query}" if query else path
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value not in (None, "") else default
+    except ValueError:
+        raise HTTPException(400, f"not a number: {value!r}") from None
+
+
+def create_app(wd: Workdir, *, reviewer: str, allowed_hosts: list[str]) -> FastAPI:
+    """The web app over one built work dir; decisions are saved under ``reviewer``."""
+    data = ReviewData(wd)
+    data.refresh()  # fail at start (one line, from the CLI) rather than on the first page
+    app = FastAPI(title="radialog-instruct review", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+    app.mount("/static", StaticFiles(directory=str(PACKAGE.joinpath("static"))), name="static")
+    templates = Jinja2Templates(env=Environment(loader=FileSystemLoader(str(PACKAGE.joinpath("templates"))),
+                                                autoescape=True, undefined=StrictUndefined, trim_blocks=True,
+                                                lstrip_blocks=True))
+    tasks = sorted(set(data.rows.column("task").to_pylist()))
+    splits = sorted({s for s in data.rows.column("split").to_pylist() if s})
+    common = {"workdir": str(wd.root), "reviewer": reviewer, "tasks": tasks, "splits": splits, "reasons": REASONS,
+              "decision_filters": DECISION_FILTERS, "verdicts": ("pass", "fail")}
+
+    def render(request: Request, name: str, **context: Any) -> HTMLResponse:
+        return templates.TemplateResponse(request, name, {**common, **context})
+
+    @app.get("/", response_class=HTMLResponse)
+    def list_page(request: Request) -> HTMLResponse:
+        data.refresh()
+        filters = Filters.of(dict(request.query_params))
+        page = max(_int(request.query_params.get("page"), 1), 1)
+        seed = _int(request.query_params.get("seed"), 0)
+        selected = data.selection(filters, "list", seed)
+        pages = max((len(selected) + PAGE_SIZE - 1) // PAGE_SIZE, 1)
+        page = min(page, pages)
+        offset = (page - 1) * PAGE_SIZE
+        rows = list_rows(data, selected[offset:offset + PAGE_SIZE], offset)
+        for row in rows:
+            row["url"] = _url("/row", **filters.items(), pos=row["pos"])
+        return render(request, "list.html.j2", filters=filters, rows=rows, page=page, pages=pages,
+                      progress=progress(data, selected),
+                      prev_url=_url("/", **filters.items(), page=page - 1) if page > 1 else None,
+                      next_url=_url("/", **filters.items(), page=page + 1) if page < pages else None,
+                      queue_url=_url("/row", **{**filters.items(), "decision": "undecided"}, order="queue",
+                                     seed=seed, pos=0))
+
+    @app.get("/row", response_class=HTMLResponse)
+    def row_page(request: Request) -> HTMLResponse:
+        data.refresh()
+        filters = Filters.of(dict(request.query_params))
+        order = "queue" if request.query_params.get("order") == "queue" else "list"
+        seed = _int(request.query_params.get("seed"), 0)
+        pos = max(_int(request.query_params.get("pos"), 0), 0)
+        selected = data.selection(filters, order, seed)
+        nav = {**filters.items(), "order": order if order == "queue" else "", "seed": seed if order == "queue" else ""}
+        list_url = _url("/", **filters.items())
+        if pos >= len(selected):
+            return render(request, "done.html.j2", filters=filters, list_url=list_url, order=order,
+                          progress=progress(data, selected))
+        view = row_view(data, int(selected[pos]))
+        after = {d: _url("/row", **nav, pos=pos + 1 if filters.keeps(d) else pos) for d in (ACCEPT, REJECT)}
+        return render(request, "row.html.j2", filters=filters, order=order, seed=seed, pos=pos, total=len(selected),
+                      list_url=list_url, progress=progress(data, selected), **view,
+                      prev_url=_url("/row", **nav, pos=pos - 1) if pos > 0 else None,
+                      next_url=_url("/row", **nav, pos=pos + 1), after_accept=after[ACCEPT], after_reject=after[REJECT])
+
+    @app.post("/api/decisions")
+    def decide(body: DecisionIn, request: Request) -> dict[str, Any]:
+        origin = request.headers.get("origin")
+        if origin and urlsplit(origin).netloc != request.headers.get("host"):
+            raise HTTPException(403, "cross-origin save refused")
+        data.refresh()
+        index = data.index_of(body.sample_id)
+        if index is None:
+            raise HTTPException(404, f"unknown sample id {body.sample_id!r}")
+        row = data.rows.select(["request_hash", "verdict"]).slice(index, 1).to_pylist()[0]
+        append_decisions(wd, new_decisions([body.sample_id], [row["request_hash"]], [body.decision], [body.note],
+                                           [reviewer], [row["verdict"]], origin="web"))
+        data.refresh()
+        counts = progress(data)
+        return {"ok": True, "sample_id": body.sample_id, "decision": body.decision,
+                "progress": {k: counts[k] for k in ("rows", "reviewed", "accepted", "rejected")}}
+
+    @app.get("/api/progress")
+    def progress_api() -> dict[str, Any]:
+        data.refresh()
+        return progress(data)
+
+    return app
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def serve(wd: Workdir, *, host: str, port: int, reviewer: str) -> None:
+    """Run the app with uvicorn until interrupted."""
+    import uvicorn
+
+    allowed = ["127.0.0.1", "localhost", "[::1]"] if host in LOOPBACK else ["*"]
+    uvicorn.run(create_app(wd, reviewer=reviewer, allowed_hosts=allowed), host=host, port=port, log_level="warning")
