@@ -50,7 +50,17 @@ from ...workdir import Workdir
 from ..verdicts import REASONS
 from .decisions import ACCEPT, REJECT, append_decisions, decisions_path, for_rows, new_decisions, read_decisions
 from .highlight import segments
-from .replay import ANSWER, DECISION_FILTERS, Filters, Studies, answer_labels, queue_order, replay_rows
+from .replay import (
+    ANSWER,
+    DECISION_FILTERS,
+    Filters,
+    Studies,
+    answer_labels,
+    queue_draws,
+    queue_order,
+    replay_rows,
+    strata,
+)
 
 PAGE_SIZE = 50
 EXCERPT = 220
@@ -75,7 +85,8 @@ class ReviewData:
         self._key: Any = None
         self._decisions_key: Any = None
         self._rows = self._studies = self._decisions = self._applied = None
-        self._queues: dict[int, np.ndarray] = {}
+        self._strata = np.empty(0, np.int64)
+        self._draws: dict[int, np.ndarray] = {}
 
     def _sources(self) -> Any:
         cache = GenerationCache.of(self.wd).directory
@@ -88,7 +99,8 @@ class ReviewData:
             if key != self._key:
                 self._rows = replay_rows(self.wd)
                 self._studies = Studies(self.wd, self._rows.column("study_id"))
-                self._queues, self._key, self._decisions_key = {}, key, None
+                self._strata, self._draws = strata(self._rows), {}
+                self._key, self._decisions_key = key, None
             decisions_key = _stat(decisions_path(self.wd))
             if decisions_key != self._decisions_key or self._applied is None:
                 self._decisions = read_decisions(self.wd)
@@ -113,17 +125,16 @@ class ReviewData:
     def decisions(self) -> pa.Table:
         return self._decisions
 
-    def queue(self, seed: int) -> np.ndarray:
+    def draws(self, seed: int) -> np.ndarray:
         with self._lock:
-            if seed not in self._queues:
-                self._queues[seed] = queue_order(self._rows, seed)
-            return self._queues[seed]
+            if seed not in self._draws:
+                self._draws[seed] = queue_draws(self._rows, seed)
+            return self._draws[seed]
 
     def selection(self, filters: Filters, order: str, seed: int) -> np.ndarray:
         """Row indices of the selection, in list order (task, sample id) or queue order."""
-        mask = filters.mask(self.rows, self.applied.column("decision"))
-        ordered = self.queue(seed) if order == "queue" else np.arange(self.rows.num_rows)
-        return ordered[mask[ordered]]
+        rows = np.flatnonzero(filters.mask(self.rows, self.applied.column("decision")))
+        return queue_order(self._strata, self.draws(seed), rows) if order == "queue" else rows
 
     def index_of(self, sample_id: str) -> int | None:
         at = pc.index_in(pa.array([sample_id], pa.string()), value_set=self.rows.column("sample_id"))[0]

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from ...errors import InputError
 from ...generation.cache import GenerationCache
-from ...hashing import ranked
+from ...hashing import units
 from ...labeling.cache import cache_folder, text_key
 from ...labeling.conditions import CONDITION_COLUMNS, CONDITIONS
 from ...workdir import Workdir
@@ -144,20 +144,30 @@ class Filters:
         return keep
 
 
-def queue_order(table: pa.Table, seed: int) -> np.ndarray:
-    """Row indices in review-queue order: stratified by task × verdict, seeded.
+def strata(table: pa.Table) -> np.ndarray:
+    """The task × verdict stratum of each row, as an integer code."""
+    keys = pc.binary_join_element_wise(table.column("task"), pc.fill_null(table.column("verdict"), "-"), "/")
+    return np.unique(keys.to_numpy(zero_copy_only=False).astype(str), return_inverse=True)[1]
 
-    Within a stratum the rows are in a seeded order (:func:`tasks.hashing.ranked` of the sample ids);
-    the queue takes the first row of every stratum, then the second of every stratum, and so on,
-    so any prefix holds (about) equally many rows of each stratum that still has rows."""
-    strata = pc.binary_join_element_wise(table.column("task"), pc.fill_null(table.column("verdict"), "-"), "/")
-    names, stratum = np.unique(strata.to_numpy(zero_copy_only=False).astype(str), return_inverse=True)
-    rank = np.empty(table.num_rows, np.int64)
-    ids = table.column("sample_id").to_numpy(zero_copy_only=False)
-    for s in range(len(names)):
-        rows = np.flatnonzero(stratum == s)
-        rank[rows[ranked(seed, QUEUE_PURPOSE, ids[rows].tolist())]] = np.arange(len(rows))
-    return np.lexsort((stratum, rank))
+
+def queue_draws(table: pa.Table, seed: int) -> np.ndarray:
+    """The seeded draw of each row that orders it within its stratum (:mod:`tasks.hashing`)."""
+    return units(seed, QUEUE_PURPOSE, table.column("sample_id").to_pylist())
+
+
+def queue_order(codes: np.ndarray, draws: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``rows`` (indices) in review-queue order, stratified by task × verdict.
+
+    Within a stratum the rows follow their seeded draws; the queue takes the first row of every
+    stratum, then the second of every stratum, and so on. It is built over the rows still selected
+    (normally those not decided yet), so the next rows to review are always spread evenly over
+    the strata that have rows left."""
+    code, draw = codes[rows], draws[rows]
+    by = np.lexsort((draw, code))
+    starts = np.searchsorted(code[by], code[by], side="left")
+    rank = np.empty(len(rows), np.int64)
+    rank[by] = np.arange(len(rows)) - starts
+    return rows[np.lexsort((code, rank))]
 
 
 # --- studies: labels and the labelled section, per shown row ------------------------------------

@@ -73,6 +73,9 @@ def import_csv(path: str | Path, wd: Workdir, *, reviewer: str | None) -> dict[s
     hashes = audit.column("request_hash").take(at)
     verdicts = pc.struct_field(audit.column("audit").combine_chunks(), "verdict").take(at)
     applied = for_rows(read_decisions(wd), ids, hashes)
+    #: (decision, note) that applies to a sample after the lines so far (for "unchanged")
+    notes = [n or "" for n in applied.column("note").to_pylist()]
+    state = dict(zip(ids.to_pylist(), zip(applied.column("decision").to_pylist(), notes)))
     problems: list[str] = []
     keep: list[int] = []
     blank = unchanged = 0
@@ -88,11 +91,11 @@ def import_csv(path: str | Path, wd: Workdir, *, reviewer: str | None) -> dict[s
         elif at[i].is_valid and row.get("request_hash") and row["request_hash"] != hashes[i].as_py():
             problems.append(f"line {line}: the answer of {row['sample_id']} changed since the sheet was made "
                             "(request_hash differs)")
-        elif at[i].is_valid and applied.column("decision")[i].as_py() == decision \
-                and (applied.column("note")[i].as_py() or "") == row.get("note", ""):
+        elif state.get(row["sample_id"]) == (decision, row.get("note", "")):
             unchanged += 1
         else:
             keep.append(i)
+            state[row["sample_id"]] = (decision, row.get("note", ""))
     if problems:
         more = f"; and {len(problems) - SHOWN_PROBLEMS} more" if len(problems) > SHOWN_PROBLEMS else ""
         raise InputError(path, f"{len(problems)} bad row(s), nothing imported: "
