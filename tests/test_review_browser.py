@@ -155,6 +155,11 @@ def test_filter_decide_by_keyboard_and_see_the_decisions_after_a_reload(workdir,
     press(driver, "k")
     wait_for(driver, lambda d: position(d) == f"row 2 of {len(in_task)}", "the previous row")
     assert "accept" in driver.find_element(By.ID, "current-decision").text
+    assert driver.find_element(By.ID, "outcome").text.startswith("released: a person accepted it")
+    press(driver, "k")
+    wait_for(driver, lambda d: position(d) == f"row 1 of {len(in_task)}", "the first row again")
+    assert driver.find_element(By.ID, "outcome").text == "excluded (review: leaves out the effusion)"
+    assert driver.find_element(By.ID, "note").get_attribute("value") == "leaves out the effusion"
 
     press(driver, "l")
     wait_for(driver, lambda d: "/row?" not in d.current_url, "the list")

@@ -201,9 +201,6 @@ def run_assemble(params: dict[str, Any], wd: Workdir, *, exclude_failed_audit: b
     out = excluded_rows(frame, exclude)
     kept, excluded = frame[~out], frame[out]
     review = review_counts(frame, stale)
-    if audited:
-        rows = frame[frame["audit"].notna()]
-        report_audit(rows.assign(decision=human_decision(rows)), params, wd)
 
     version_dir = wd.shards(cfg.version)
     templates_dir = (params.get("plan") or {}).get("templates_dir")
@@ -238,6 +235,9 @@ def run_assemble(params: dict[str, Any], wd: Workdir, *, exclude_failed_audit: b
             n = export(targets, version_dir, [split])
             for kind in cfg.exports:
                 exported.setdefault(kind, {})[split] = n
+    if audited:
+        rows = frame[frame["audit"].notna()]
+        report_audit(rows.assign(decision=human_decision(rows)), params, wd)
     summary = {"version": cfg.version, "shards_dir": str(version_dir), **counts(kept), "excluded": manifest["excluded"],
                "audited": audited, "review": review, "exports": exported}
     write_json(summary, wd.report("assemble-summary.json"))

@@ -20,14 +20,16 @@ Safety: the CLI binds 127.0.0.1 unless ``--host`` says otherwise; only requests 
 names the served address are answered (no DNS rebinding), and a save must be a same-origin JSON
 POST, which another site's page cannot make without a CORS preflight this app never grants.
 
-Data: :class:`ReviewData` keeps the replay table as Arrow and rebuilds it when the audit table,
-the plan or the generation cache change; decisions are re-read when their file changes. A page
+Data: every request works on one :class:`Snapshot` (so concurrent requests never mix versions):
+the replay table as Arrow, rebuilt only when the audit table, the plan, the labels, the reports or
+the generation cache changed, and the decisions, re-read only when their file changed. A page
 turns only its own rows into Python objects.
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
@@ -75,75 +77,71 @@ def _stat(path: Path) -> tuple[int, int] | None:
     return st.st_mtime_ns, st.st_size
 
 
-class ReviewData:
-    """The replay rows, the labels / sections of their studies and the decisions, cached and
-    refreshed when the files under them change (checked with a few ``stat`` calls per request)."""
+@dataclass(frozen=True)
+class Snapshot:
+    """One consistent view of the work dir for one request: the replay rows, the labels / sections
+    of their studies, the decisions and the one that applies to each row (row-aligned)."""
 
-    def __init__(self, wd: Workdir):
-        self.wd = wd
-        self._lock = threading.Lock()
-        self._key: Any = None
-        self._decisions_key: Any = None
-        self._rows = self._studies = self._decisions = self._applied = None
-        self._strata = np.empty(0, np.int64)
-        self._draws: dict[int, np.ndarray] = {}
-
-    def _sources(self) -> Any:
-        cache = GenerationCache.of(self.wd).directory
-        return (_stat(self.wd.table("audit")), _stat(self.wd.table("plan")), _stat(self.wd.table("labels")),
-                _stat(self.wd.table("reports")), _stat(cache))
-
-    def refresh(self) -> None:
-        with self._lock:
-            key = self._sources()
-            if key != self._key:
-                self._rows = replay_rows(self.wd)
-                self._studies = Studies(self.wd, self._rows.column("study_id"))
-                self._strata, self._draws = strata(self._rows), {}
-                self._key, self._decisions_key = key, None
-            decisions_key = _stat(decisions_path(self.wd))
-            if decisions_key != self._decisions_key or self._applied is None:
-                self._decisions = read_decisions(self.wd)
-                self._applied = for_rows(self._decisions, self._rows.column("sample_id"),
-                                         self._rows.column("request_hash"))
-                self._decisions_key = decisions_key
-
-    @property
-    def rows(self) -> pa.Table:
-        return self._rows
-
-    @property
-    def studies(self) -> Studies:
-        return self._studies
-
-    @property
-    def applied(self) -> pa.Table:
-        """The decision that applies to each row (row-aligned, null where none)."""
-        return self._applied
-
-    @property
-    def decisions(self) -> pa.Table:
-        return self._decisions
-
-    def draws(self, seed: int) -> np.ndarray:
-        with self._lock:
-            if seed not in self._draws:
-                self._draws[seed] = queue_draws(self._rows, seed)
-            return self._draws[seed]
+    wd: Workdir
+    rows: pa.Table
+    studies: Studies
+    strata: np.ndarray
+    decisions: pa.Table
+    applied: pa.Table
+    #: seed -> the rows' queue draws (shared by the snapshots of one version of the rows)
+    draws: dict[int, np.ndarray]
 
     def selection(self, filters: Filters, order: str, seed: int) -> np.ndarray:
         """Row indices of the selection, in list order (task, sample id) or queue order."""
         rows = np.flatnonzero(filters.mask(self.rows, self.applied.column("decision")))
-        return queue_order(self._strata, self.draws(seed), rows) if order == "queue" else rows
+        if order != "queue":
+            return rows
+        if seed not in self.draws:
+            self.draws[seed] = queue_draws(self.rows, seed)
+        return queue_order(self.strata, self.draws[seed], rows)
 
     def index_of(self, sample_id: str) -> int | None:
         at = pc.index_in(pa.array([sample_id], pa.string()), value_set=self.rows.column("sample_id"))[0]
         return at.as_py()
 
 
+class ReviewData:
+    """Builds :class:`Snapshot` s, reusing the last one's parts while the files under them are
+    unchanged (checked with a few ``stat`` calls per request)."""
+
+    def __init__(self, wd: Workdir):
+        self.wd = wd
+        self._lock = threading.Lock()
+        self._keys: tuple[Any, Any] | None = None
+        self._last: Snapshot | None = None
+
+    def _sources(self) -> Any:
+        cache = GenerationCache.of(self.wd).directory
+        return (_stat(self.wd.table("audit")), _stat(self.wd.table("plan")), _stat(self.wd.table("labels")),
+                _stat(self.wd.table("reports")), _stat(cache))
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            keys = (self._sources(), _stat(decisions_path(self.wd)))
+            last = self._last
+            if last is not None and keys == self._keys:
+                return last
+            if last is None or self._keys is None or keys[0] != self._keys[0]:
+                rows = replay_rows(self.wd)
+                parts = {"rows": rows, "studies": Studies(self.wd, rows.column("study_id")), "strata": strata(rows),
+                         "draws": {}}
+            else:
+                parts = {"rows": last.rows, "studies": last.studies, "strata": last.strata, "draws": last.draws}
+            decisions = read_decisions(self.wd)
+            applied = for_rows(decisions, parts["rows"].column("sample_id"), parts["rows"].column("request_hash"))
+            self._last = Snapshot(self.wd, decisions=decisions, applied=applied, **parts)
+            self._keys = keys
+            return self._last
+
+
 # --- view models -------------------------------------------------------------------------------
 
-def progress(data: ReviewData, selected: np.ndarray | None = None) -> dict[str, Any]:
+def progress(data: Snapshot, selected: np.ndarray | None = None) -> dict[str, Any]:
     """Reviewed / accepted / rejected overall, per task × verdict and in the selection."""
     decision = data.applied.column("decision")
     table = pa.table({"task": data.rows.column("task"), "verdict": pc.fill_null(data.rows.column("verdict"), "-"),
@@ -170,7 +168,7 @@ def _excerpt(text: str | None) -> str:
     return text if len(text) <= EXCERPT else text[:EXCERPT] + " …"
 
 
-def list_rows(data: ReviewData, indices: np.ndarray, offset: int) -> list[dict[str, Any]]:
+def list_rows(data: Snapshot, indices: np.ndarray, offset: int) -> list[dict[str, Any]]:
     """The page's rows (only they become Python objects)."""
     take = pa.array(indices, pa.int64())
     page = data.rows.select(["sample_id", "task", "task_mode", "split", "verdict", "audit", ANSWER]).take(take)
@@ -189,7 +187,7 @@ def _status(audit: dict[str, Any]) -> dict[str, str]:
     return status
 
 
-def row_view(data: ReviewData, index: int) -> dict[str, Any]:
+def row_view(data: Snapshot, index: int) -> dict[str, Any]:
     """Everything the row page shows about one replay row."""
     row = data.rows.slice(index, 1).to_pylist()[0]
     audit = row["audit"]
@@ -204,10 +202,19 @@ def row_view(data: ReviewData, index: int) -> dict[str, Any]:
     for item in history:
         item["current"] = item["request_hash"] == row["request_hash"]
     applied = data.applied.slice(index, 1).to_pylist()[0]
-    return {"row": row, "audit": audit, "section": section, "source_segments": segments(text, status),
+    return {"outcome": outcome(audit["verdict"], applied["decision"], applied["note"]),"row": row, "audit": audit, "section": section, "source_segments": segments(text, status),
             "answer_segments": segments(row[ANSWER] or "", status), "label_rows": label_rows,
             "labels_from_cache": answer_values is not None, "source_labeler": (labels or {}).get("labeler"),
             "history": history[::-1], "decision": applied if applied["decision"] else None}
+
+
+def outcome(verdict: str, decision: str | None, note: str | None) -> str:
+    """What the next build does with the row (with ``assemble.exclude_failed_audit``, the default)."""
+    if decision == REJECT:
+        return f"excluded (review: {note})" if note else "excluded (review)"
+    if decision == ACCEPT:
+        return "released: a person accepted it" + (" although the audit failed it" if verdict == "fail" else "")
+    return "excluded by the audit" if verdict == "fail" else "released: the audit passed it"
 
 
 # --- the app -----------------------------------------------------------------------------------
@@ -232,16 +239,16 @@ def _int(value: str | None, default: int) -> int:
 
 def create_app(wd: Workdir, *, reviewer: str, allowed_hosts: list[str]) -> FastAPI:
     """The web app over one built work dir; decisions are saved under ``reviewer``."""
-    data = ReviewData(wd)
-    data.refresh()  # fail at start (one line, from the CLI) rather than on the first page
+    source = ReviewData(wd)
+    first = source.snapshot()  # fail at start (one line, from the CLI) rather than on the first page
     app = FastAPI(title="radialog-instruct review", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     app.mount("/static", StaticFiles(directory=str(PACKAGE.joinpath("static"))), name="static")
     templates = Jinja2Templates(env=Environment(loader=FileSystemLoader(str(PACKAGE.joinpath("templates"))),
                                                 autoescape=True, undefined=StrictUndefined, trim_blocks=True,
                                                 lstrip_blocks=True))
-    tasks = sorted(set(data.rows.column("task").to_pylist()))
-    splits = sorted({s for s in data.rows.column("split").to_pylist() if s})
+    tasks = sorted(pc.unique(first.rows.column("task")).to_pylist())
+    splits = sorted(s for s in pc.unique(first.rows.column("split")).to_pylist() if s)
     common = {"workdir": str(wd.root), "reviewer": reviewer, "tasks": tasks, "splits": splits, "reasons": REASONS,
               "decision_filters": DECISION_FILTERS, "verdicts": ("pass", "fail")}
 
@@ -250,7 +257,7 @@ def create_app(wd: Workdir, *, reviewer: str, allowed_hosts: list[str]) -> FastA
 
     @app.get("/", response_class=HTMLResponse)
     def list_page(request: Request) -> HTMLResponse:
-        data.refresh()
+        data = source.snapshot()
         filters = Filters.of(dict(request.query_params))
         page = max(_int(request.query_params.get("page"), 1), 1)
         seed = _int(request.query_params.get("seed"), 0)
@@ -270,7 +277,7 @@ def create_app(wd: Workdir, *, reviewer: str, allowed_hosts: list[str]) -> FastA
 
     @app.get("/row", response_class=HTMLResponse)
     def row_page(request: Request) -> HTMLResponse:
-        data.refresh()
+        data = source.snapshot()
         filters = Filters.of(dict(request.query_params))
         order = "queue" if request.query_params.get("order") == "queue" else "list"
         seed = _int(request.query_params.get("seed"), 0)
@@ -293,22 +300,20 @@ def create_app(wd: Workdir, *, reviewer: str, allowed_hosts: list[str]) -> FastA
         origin = request.headers.get("origin")
         if origin and urlsplit(origin).netloc != request.headers.get("host"):
             raise HTTPException(403, "cross-origin save refused")
-        data.refresh()
+        data = source.snapshot()
         index = data.index_of(body.sample_id)
         if index is None:
             raise HTTPException(404, f"unknown sample id {body.sample_id!r}")
         row = data.rows.select(["request_hash", "verdict"]).slice(index, 1).to_pylist()[0]
         append_decisions(wd, new_decisions([body.sample_id], [row["request_hash"]], [body.decision], [body.note],
                                            [reviewer], [row["verdict"]], origin="web"))
-        data.refresh()
-        counts = progress(data)
+        counts = progress(source.snapshot())
         return {"ok": True, "sample_id": body.sample_id, "decision": body.decision,
                 "progress": {k: counts[k] for k in ("rows", "reviewed", "accepted", "rejected")}}
 
     @app.get("/api/progress")
     def progress_api() -> dict[str, Any]:
-        data.refresh()
-        return progress(data)
+        return progress(source.snapshot())
 
     return app
 
@@ -317,8 +322,9 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def serve(wd: Workdir, *, host: str, port: int, reviewer: str) -> None:
-    """Run the app with uvicorn until interrupted."""
+    """Run the app with uvicorn until interrupted. On 127.0.0.1 only requests naming it (or
+    localhost) in their Host header are answered."""
     import uvicorn
 
-    allowed = ["127.0.0.1", "localhost", "[::1]"] if host in LOOPBACK else ["*"]
+    allowed = ["127.0.0.1", "localhost"] if host in ("127.0.0.1", "localhost") else ["*"]
     uvicorn.run(create_app(wd, reviewer=reviewer, allowed_hosts=allowed), host=host, port=port, log_level="warning")
