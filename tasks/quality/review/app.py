@@ -194,18 +194,21 @@ def row_view(data: Snapshot, index: int) -> dict[str, Any]:
     status = _status(audit)
     labels = data.studies.labels_of(row["study_id"])
     section, text = data.studies.section_of(row["study_id"], labels["text_column"] if labels else None)
+    source_values = labels["values"] if labels else {}
+    # the answer's labels from the label cache; else (not cached) only its positives, from the audit
     answer_values = answer_labels(data.wd, audit["labeler"], row[ANSWER] or "")
-    label_rows = [{"condition": c, "source": (labels or {}).get("values", {}).get(c),
-                   "answer": (answer_values or {}).get(c) if answer_values else ("positive" if c in audit["output_findings"] else None),
-                   "status": status.get(c, "")} for c in CONDITIONS]
+    shown = answer_values or {c: "positive" for c in audit["output_findings"]}
+    label_rows = [{"condition": c, "source": source_values.get(c), "answer": shown.get(c), "status": status.get(c, "")}
+                  for c in CONDITIONS]
     history = data.decisions.filter(pc.equal(data.decisions.column("sample_id"), row["sample_id"])).to_pylist()
     for item in history:
         item["current"] = item["request_hash"] == row["request_hash"]
     applied = data.applied.slice(index, 1).to_pylist()[0]
-    return {"outcome": outcome(audit["verdict"], applied["decision"], applied["note"]),"row": row, "audit": audit, "section": section, "source_segments": segments(text, status),
+    return {"row": row, "audit": audit, "section": section, "source_segments": segments(text, status),
             "answer_segments": segments(row[ANSWER] or "", status), "label_rows": label_rows,
             "labels_from_cache": answer_values is not None, "source_labeler": (labels or {}).get("labeler"),
-            "history": history[::-1], "decision": applied if applied["decision"] else None}
+            "history": history[::-1], "decision": applied if applied["decision"] else None,
+            "outcome": outcome(audit["verdict"], applied["decision"], applied["note"])}
 
 
 def outcome(verdict: str, decision: str | None, note: str | None) -> str:
