@@ -1,6 +1,6 @@
 """The review decisions store (append only, latest per answer wins, crash-safe, concurrent saves),
-the CSV import's checks on a small audit table, the audit-vs-human figures and the review queue's
-order."""
+the CSV import's checks on a small audit table, the audit-vs-human figures, and the review app's
+filters and queue order."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from radialog_instruct.tasks.errors import InputError
 from radialog_instruct.tasks.quality.audit import AUDIT_TABLE
 from radialog_instruct.tasks.quality.review import decisions as store
 from radialog_instruct.tasks.quality.review.agreement import audit_vs_human, card_lines
-from radialog_instruct.tasks.quality.review.replay import queue_order
+from radialog_instruct.tasks.quality.review.replay import Filters, queue_order
 from radialog_instruct.tasks.quality.review.spreadsheet import import_csv
 from radialog_instruct.tasks.workdir import Workdir
 
@@ -174,3 +174,32 @@ def test_the_review_queue_takes_one_row_per_stratum_in_turn():
     assert queue_order(codes, draws, np.arange(6)).tolist() == [1, 4, 5, 0, 3, 2]
     # built over the rows still selected: with 1 and 4 decided, the next round starts at once
     assert queue_order(codes, draws, np.array([0, 2, 3, 5])).tolist() == [0, 3, 5, 2]
+
+
+def test_filters_by_reason_decision_and_free_text():
+    audit_type = pa.struct([("verdict", pa.string()), ("reasons", pa.list_(pa.string()))])
+    turns = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    table = pa.table({
+        "sample_id": ["a", "b", "c", "d"], "task": ["summarization", "summarization", "region_qa", "correction"],
+        "split": ["train", "test", "train", "train"], "verdict": ["fail", "fail", "pass", "fail"],
+        "audit": pa.array([{"verdict": "fail", "reasons": ["echoed prompt", "dropped: Edema"]},
+                           {"verdict": "fail", "reasons": ["not added: Edema"]},
+                           {"verdict": "pass", "reasons": []},
+                           {"verdict": "fail", "reasons": ["dropped: Fracture"]}], audit_type),
+        "answer": ["Report: the heart", "Mild EDEMA.", None, "Clear."],
+        "instruction": ["Summarize.", "Summarize.", "Is the heart normal?", "Correct it."],
+        "gen_messages": pa.array([[{"role": "user", "content": "Report: heart"}], [], None,
+                                  [{"role": "user", "content": "Report: rib fracture"}]], turns),
+    })
+    decisions = pa.array(["reject", None, "accept", None], pa.string())
+
+    def chosen(**values: str) -> list[str]:
+        return [s for s, keep in zip("abcd", Filters(**values).mask(table, decisions)) if keep]
+
+    assert chosen(reason="dropped") == ["a", "d"] and chosen(reason="echoed prompt") == ["a"]
+    assert chosen(reason="added") == []  # a category, not a substring of "not added"
+    assert chosen(decision="undecided") == ["b", "d"] and chosen(decision="decided") == ["a", "c"]
+    assert chosen(decision="reject", task="summarization") == ["a"]
+    assert chosen(q="edema") == ["b"] and chosen(q="FRACTURE") == ["d"] and chosen(q="heart") == ["a", "c"]
+    assert chosen(verdict="fail", split="train") == ["a", "d"]
+    assert Filters(decision="undecided").keeps("accept") is False and Filters(task="x").keeps("reject")
