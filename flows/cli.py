@@ -321,11 +321,12 @@ def show_dataset(assembled: dict[str, Any]) -> None:
 @one_line_errors
 def import_prompts(radialog_checkout: Annotated[Path, typer.Argument(help="A checkout of ChantalMP/RaDialog")],
                    out_dir: Annotated[Path, typer.Option("-o", "--out", help="Folder for the template YAMLs")]
-                   = Path("prompt_templates_original")) -> None:
-    """Import the original RaDialog instruction CSVs (data/instruct_prompts/*.csv) as templates."""
+                   = Path("work/prompt_templates_original")) -> None:
+    """Import the original prompts (data/instruct_prompts/*_prompts.csv, vicuna_prompts.json and the
+    strings in data/create_data.py and data/instruct_tasks.py) as a template folder."""
     from ..tasks.instruct.import_original import import_original
     out.print(import_original(radialog_checkout, out_dir))
-    out.print(f"use them with: --set plan.templates_dir={out_dir}")
+    out.print(f"faithful v1: --set plan.preset=radialog-v1 --set plan.templates_dir={out_dir}")
 
 
 @app.command("make-demo")
