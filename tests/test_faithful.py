@@ -209,7 +209,8 @@ def test_finetune_reads_the_flat_export(faithful: dict[str, Any], tmp_path: Path
     data = load_dataset("json", data_files=str(faithful["flat"]), cache_dir=str(tmp_path))["train"]
     assert set(data.column_names) == {"instruction", "input", "output", "dicom"}
     assert len(data) == len(faithful["rows"])
-    template = {"prompt_input": "{instruction} {input}", "prompt_no_input": "{instruction}", "response_split": "ASSISTANT:"}
+    template = {"prompt_input": "{instruction} {input}", "prompt_no_input": "{instruction}",
+                "response_split": "ASSISTANT:"}  # RaDialog's data/templates/vicuna_v11.json
 
     def generate_prompt(instruction: str, input: str | None = None, label: str | None = None) -> str:
         res = template["prompt_input"].format(instruction=instruction, input=input) if input else \

@@ -57,7 +57,8 @@ def test_the_folder_holds_the_conversation_and_the_templates_of_the_original_tas
 
 def test_the_conversation_is_create_convs(imported: Path):
     conv = load_conversation(str(imported))
-    assert conv.system == "You are a careful radiology assistant talking with a clinician. Answer briefly and precisely."
+    assert conv.system == ("You are a careful radiology assistant talking with a clinician. "
+                           "Answer briefly and precisely.")
     assert (conv.user, conv.assistant, conv.sep, conv.sep2) == ("CLINICIAN", "ASSISTANT", " ", "</s>")
     assert conv.image_prefix == "Picture: " + "<IMG>" * 32 + ". " and conv.image_token == "<IMG>"
     assert conv.name == "radialog-original" and conv.version in load_templates("nle", str(imported)).version

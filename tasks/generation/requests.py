@@ -2,8 +2,8 @@
 
 A replay row's ``gen_messages`` (the conversation the generator answers) is rendered with the
 build's conversation template (``conversation.yaml`` of ``plan.templates_dir``, else the packaged
-Vicuna v1.1 one), ending in ``ASSISTANT:``. Every request carries the configured ``generate.seed``, so identical prompts get
-the same hash and are generated once.
+Vicuna v1.1 one), ending in ``ASSISTANT:``. Every request carries the configured
+``generate.seed``, so identical prompts get the same hash and are generated once.
 
 Request hash recipe (version 1). The hash is the lowercase hex SHA-256 of the UTF-8 bytes of::
 

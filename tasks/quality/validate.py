@@ -3,13 +3,14 @@
 Reads ``shards/<version>/`` (the released splits; the exclusion shards are not part of the
 release) and its manifest, whose preset, fidelity and audit exclusion decide what is expected (the
 preset's tasks; the original fidelity's empty answers; no failed audit verdict only where failed
-rows were excluded), and checks, per shard: the Arrow schema against :data:`schemas.INSTRUCT_SAMPLE` and the
-``shard`` suite; across shards: the manifest (every shard listed with its sha256 and row count,
-nothing else listed), the ``ids``, ``studies`` and ``counts`` suites. Writes
-``reports/validation.json`` (every GX result as ``to_json_dict`` plus the checks in readable form
-and the manifest's sha256, which the release stage matches) and ``reports/validation.md``. Any
-failed check raises :class:`InputError` after both reports are written, naming the failing shards
-and checks, so the command exits non-zero and the release refuses to run.
+rows were excluded), and checks, per shard: the Arrow schema against
+:data:`schemas.INSTRUCT_SAMPLE` and the ``shard`` suite; across shards: the manifest (every shard
+listed with its sha256 and row count, nothing else listed), the ``ids``, ``studies`` and
+``counts`` suites. Writes ``reports/validation.json`` (every GX result as ``to_json_dict`` plus the
+checks in readable form and the manifest's sha256, which the release stage matches) and
+``reports/validation.md``. Any failed check raises :class:`InputError` after both reports are
+written, naming the failing shards and checks, so the command exits non-zero and the release
+refuses to run.
 """
 
 from __future__ import annotations
