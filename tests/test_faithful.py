@@ -312,6 +312,7 @@ def test_failed_pseudo_labels_are_kept_and_the_audit_reported(faithful: dict[str
     assert audit["rows"] == int(faithful["rows"]["is_pseudo_label"].sum())
     card = (Path(faithful["summaries"]["release"]["folder"]) / "README.md").read_text()
     assert "Rows that failed are kept" in card and "| fidelity | original |" in card
+    assert "Its prompts are the original's" in card
 
 
 # --- settings and the small pieces ----------------------------------------------------------------

@@ -156,6 +156,7 @@ def test_release_states_each_source_and_its_terms(demo: dict[str, Any]):
         assert "Demner-Fushman et al., 2016" in text and "MIMIC-NLE" in text
         assert not re.search(r"Rad-ReStruct[^.]*derived from MIMIC-CXR", text.replace("not derived", ""))
     assert card.index("## Sources and terms") < card.index("## Files")
+    assert "Its prompts use this project's system prompt" in card  # the default is not the original format
 
 
 def test_demo_release_says_it_is_synthetic(demo: dict[str, Any]):

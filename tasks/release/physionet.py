@@ -4,9 +4,9 @@
 
 * ``data/<split>/part-NNNNN.parquet`` — the shards of ``shards/<version>/`` (never the exclusion
   shards), byte for byte;
-* ``data/flat/<split>.json`` — with ``release.include_flat_json``, the flat JSON form of the
-  published RaDialog-Instruct (one record per sample: instruction, input, output, dicom;
-  :mod:`tasks.storage.exports`);
+* ``data/flat/<split>.json`` — with ``release.include_flat_json``, the samples in the record
+  layout of the published v1 file (one record per sample: instruction, input, output, dicom;
+  :mod:`tasks.storage.exports`), prompts rendered with the build's conversation format;
 * ``README.md`` — the dataset card: tasks, counts per task and split, sources and their terms,
   templates, generator (model, revision, sampling, seed), labeler, seed, pipeline version, audit
   pass rates, checks; a build from the synthetic demo corpus says so at the top;
@@ -315,8 +315,13 @@ def dataset_card(cfg: ReleaseConfig, manifest: dict[str, Any], validation: dict[
            "## Files", "",
            "- `data/<split>/part-NNNNN.parquet`: one row per sample (zstd Parquet; columns below). The "
            "`messages` column is the whole conversation, ready for chat-style fine-tuning.",
-           *(["- `data/flat/<split>.json`: the flat JSON form of the published RaDialog-Instruct, one record "
-              "per sample (`instruction`: the whole Vicuna prompt, `input`, `output`, `dicom`)."]
+           *(["- `data/flat/<split>.json`: one record per sample in the layout of the published v1 file "
+              "(`instruction`: the whole chat prompt, `input`, `output`, `dicom`), which RaDialog's `finetune.py` "
+              "reads. "
+              + ("Its prompts are the original's (system prompt and 32-token image slot imported from RaDialog)."
+                 if manifest.get("fidelity") == "original" else
+                 "Its prompts use this project's system prompt and a one-token image slot; build with "
+                 "`plan.fidelity: original` for the original's.")]
              if any(f.startswith(f"{DATA}/{FLAT}/") for f in files) else []),
            f"- `{LICENSE}`: the license note"
            + (f"; `{RAD_RESTRUCT_LICENSE}`: Rad-ReStruct's licence" if RAD_RESTRUCT_LICENSE in files else "")
