@@ -264,9 +264,17 @@ def train(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = N
                                                         "(smoke runs)")] = None,
           resume: Annotated[bool, typer.Option("--resume/--no-resume",
                                                help="Continue from the latest checkpoint")] = True) -> None:
-    """LoRA fine-tuning of the base model on the shards (adapter + metadata)."""
-    run_stage_command("train", params, _overrides(set_, train__max_steps=max_steps), demo, workdir,
-                      force, resume=resume)
+    """LoRA fine-tuning of the base model on the shards (adapter + metadata); runs data-parallel
+    under accelerate launch / torchrun."""
+    overrides = _overrides(set_, train__max_steps=max_steps)
+    from ..trainer.distributed import world_size
+    if world_size() > 1:  # every rank trains without the flow engine; rank 0 records (trainer/launch.py)
+        from ..trainer.launch import run_launched
+        summary = run_launched(*context(params, overrides, demo, workdir), force=force, resume=resume)
+        if summary is not None:
+            show("train", summary)
+        return
+    run_stage_command("train", params, overrides, demo, workdir, force, resume=resume)
 
 
 @app.command()
@@ -412,3 +420,7 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)
+
+
+if __name__ == "__main__":  # python -m radialog_instruct.flows.cli (as accelerate launch -m / torchrun -m run it)
+    main()
