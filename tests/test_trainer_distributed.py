@@ -1,12 +1,15 @@
-"""The trainer on two ranks against one: ``accelerate launch --cpu --num_processes 2`` (gloo) runs
-``radialog-instruct train --demo`` on the test shards, and one in-process run with the same global
-batch must give the same per-step losses, evaluation losses, skipped-row counts and weights; the
-two-rank checkpoint then resumes on one rank as if the run had never changed size.
+"""The trainer on two ranks against one. ``accelerate launch --multi_gpu --num_processes 2`` (on CPUs:
+two processes over gloo) runs ``radialog-instruct train --demo`` on the test shards; one in-process
+run with the same global batch must give the same per-step losses, evaluation losses, skipped-row
+counts and weights; the two-rank checkpoint then resumes on one rank exactly like the one-rank
+checkpoint does. ``torchrun`` trains with image features (the projector) the same way.
 
-Tolerance: losses within 1e-5 relative, LoRA weights within 1e-5 absolute. The runs differ only in
-float summation order (each rank sums its own micro-batches, gloo adds the two halves), which moves
-float32 results by ~1e-7; a different row, a doubled row or a wrong loss normalisation moves them
-by 1e-2 or more. Runtime on 2 shared cores: about 1-2 minutes, most of it the two processes' start.
+Tolerance: losses within 1e-5 relative, weights within 1e-5 absolute. The runs differ only in float
+summation order (each rank sums its own micro-batches, gloo adds the two halves): measured weight
+differences are ~1e-7. A row trained twice or not at all, an unsynchronised gradient or a
+per-rank loss normalisation moves losses or weights by 1e-3 or more.
+
+Runtime on 2 shared cores: about 2.5 minutes (two launches of two processes, four in-process runs).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_trainer import VERSION, lora_weights, write_shards
+from test_trainer import VERSION, lora_weights, write_features, write_shards
 
 from radialog_instruct.tasks.config import load_params
 from radialog_instruct.tasks.workdir import Workdir
@@ -59,21 +62,26 @@ def assert_close_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
         assert torch.allclose(a[name], b[name], rtol=0, atol=ATOL), name
 
 
+def launch(launcher: list[str], wd: Workdir, steps: int, settings: list[str]) -> subprocess.CompletedProcess:
+    """``radialog-instruct train --demo`` on two CPU ranks (GPUs hidden, so gloo)."""
+    command = [*launcher, "-m", "radialog_instruct.flows.cli", "train", "--demo", "--workdir", str(wd.root),
+               "--max-steps", str(steps), *[arg for item in settings for arg in ("--set", item)]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PREFECT_HOME": str(wd.root / ".prefect")}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory) -> tuple[Workdir, subprocess.CompletedProcess]:
     wd = Workdir.at(tmp_path_factory.mktemp("ranks") / "work")
     write_shards(wd, rows={"train": 192, "validate": 32, "test": 16})
-    accelerate = Path(sys.executable).with_name("accelerate")
-    # on a machine without GPUs --multi_gpu starts the processes over gloo; accelerate's --cpu launcher
-    # starts ONE process unless it is given an MPI host file
-    command = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-               "-m", "radialog_instruct.flows.cli", "train", "--demo", "--workdir", str(wd.root),
-               "--max-steps", str(STEPS), *[arg for item in overrides() for arg in ("--set", item)]]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PREFECT_HOME": str(wd.root / ".prefect")}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return wd, done
+    # without GPUs --multi_gpu starts the processes over gloo; accelerate's --cpu launcher starts ONE
+    # process unless it is given an MPI host file
+    accelerate = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2",
+                  "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                  "--main_process_port", str(free_port())]
+    return wd, launch(accelerate, wd, STEPS, overrides())
 
 
 def test_two_ranks_train_log_their_world_size_and_write_one_adapter(launched):
@@ -128,3 +136,25 @@ def test_a_two_rank_checkpoint_resumes_on_one_rank(launched, one_rank, tmp_path)
     assert runs["two"]["skipped_rows"] == runs["one"]["skipped_rows"]
     final = f"step-{MORE_STEPS:07d}"
     assert_close_states(state(tmp_path / "two" / "checkpoints" / final), state(tmp_path / "one" / "checkpoints" / final))
+
+
+def test_image_features_train_alike_on_two_ranks_under_torchrun(launched, tmp_path):
+    """The projector takes part only in micro-batches with images (DDP looks for unused parameters);
+    a quarter of the train dicoms have no features, so the ranks' shares differ in size."""
+    wd, _ = launched  # the demo model is built
+    dicoms = [f"dicom-{split}-{i:05d}" for split, n in (("train", 192), ("validate", 32)) for i in range(n)
+              if split == "validate" or i % 4]
+    write_features(tmp_path / "feats.parquet", dicoms, n_tokens=4, dim=8)
+    features = {"train.features.path": str(tmp_path / "feats.parquet"), "train.features.n_tokens": 4}
+    torchrun = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2",
+                "--master_port", str(free_port())]
+    launch(torchrun, wd, 4, overrides(**features, **{"train.output_dir": str(tmp_path / "two")}))
+    two = json.loads(wd.report("train-summary.json").read_text())
+    one = run_train(load_params(demo=True, overrides=overrides(**features, **{"train.output_dir": str(tmp_path / "one")})),
+                    wd, max_steps=4)
+    assert two["world_size"] == 2 and two["image_features"] and two["skipped_rows"]["no_features"] > 0
+    assert two["train_loss_per_step"] == pytest.approx(one["train_loss_per_step"], rel=RTOL)
+    assert two["skipped_rows"] == one["skipped_rows"]
+    from safetensors.torch import load_file
+    for file in ("adapter_model.safetensors", "projector.safetensors"):
+        assert_close_states(load_file(tmp_path / "two" / "adapter" / file), load_file(tmp_path / "one" / "adapter" / file))

@@ -96,7 +96,8 @@ def run_train(params: dict[str, Any], wd: Workdir, *, max_steps: int | None = No
 
     tokenizer = load_tokenizer(base.path, base.revision)
     lm = add_lora(load_lm(base, runtime, load_in_8bit=cfg.load_in_8bit), cfg.lora, base.revision)
-    if cfg.gradient_checkpointing:
+    if cfg.gradient_checkpointing:  # non-reentrant: no inputs that require grad needed under frozen embeddings
+        lm.config.use_cache = False
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     conversation = load_conversation()
     provider, projector, slot, image = None, None, None, None
