@@ -143,6 +143,7 @@ def record(result: dict[str, Any], out: Path) -> None:
     data["runs"] = [r for r in data["runs"] if r["key"] != result["key"]] + [result]
     data["runs"].sort(key=lambda r: r["key"])
     data["machine"] = result.pop("machine")
+    result["load_average"] = data["machine"]["load_average"]  # per run: the machine may be shared
     write_json(data, out)
 
 
