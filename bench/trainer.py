@@ -167,7 +167,7 @@ def main() -> None:
 
     cuda = torch.cuda.is_available()
     wd = Workdir.at(args.workdir)
-    ranks = distributed.start(find_unused_parameters=False)
+    ranks = distributed.start()
     folder = wd.models / args.shape
     if SHAPES[args.shape]:
         ranks.on_main(lambda: build_random_like(SHAPES[args.shape], folder, "bfloat16" if cuda else "float32"))

@@ -270,7 +270,8 @@ def train(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = N
     from ..trainer.distributed import world_size
     if world_size() > 1:  # every rank trains without the flow engine; rank 0 records (trainer/launch.py)
         from ..trainer.launch import run_launched
-        summary = run_launched(*context(params, overrides, demo, workdir), force=force, resume=resume)
+        settings, wd = context(params, overrides, demo, workdir)
+        summary = run_launched(settings, wd, force=force, resume=resume)
         if summary is not None:
             show("train", summary)
         return

@@ -1,10 +1,11 @@
 """Data parallelism: the ranks a launcher started, and what they share.
 
-Under ``accelerate launch`` or ``torchrun`` (``WORLD_SIZE`` > 1) :func:`start` creates an
-``accelerate.Accelerator``: it joins the process group (NCCL on GPUs, gloo on CPUs), gives each
-rank its device (``cuda:<LOCAL_RANK>``) and wraps the model in ``DistributedDataParallel``. A plain
-``python`` / ``radialog-instruct`` run gets the one-rank :class:`Ranks`, whose collectives are
-no-ops and which leaves the model unwrapped, so the single-process trainer is what it always was.
+Under ``accelerate launch`` or ``torchrun`` (``WORLD_SIZE`` > 1) :func:`start` reads the launch
+through accelerate's ``PartialState``, which joins the process group once per process (NCCL on
+GPUs, gloo on CPUs) and names each rank's device (``cuda:<LOCAL_RANK>``); :meth:`Ranks.wrap` puts
+the model in PyTorch's ``DistributedDataParallel``. A plain ``python`` / ``radialog-instruct`` run
+gets the one-rank :class:`Ranks`, whose collectives are no-ops and which leaves the model
+unwrapped, so the single-process trainer is what it always was.
 
 The rule the trainer builds on: an optimizer step is a fixed number of consecutive rows of the
 seeded global order (``train.micro_batch_size * train.grad_accum``, whatever the world size), and
@@ -26,7 +27,7 @@ from ..tasks.errors import ConfigError, InputError
 
 
 def world_size() -> int:
-    """Processes the launcher started (1 without a launcher); read from the environment, no import."""
+    """Processes the launcher started (1 without a launcher), from the environment it sets."""
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
@@ -35,50 +36,45 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Ranks:
     rank: int = 0
     world: int = 1
-    #: the ``accelerate.Accelerator`` of a launched run; None for one process
-    accelerator: Any = None
+    #: the rank's device under a launcher; None lets the runtime pick it
+    device: torch.device | None = None
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
     @property
-    def device(self) -> torch.device | None:
-        """The rank's device under a launcher; None lets the runtime pick it."""
-        return self.accelerator.device if self.accelerator is not None else None
-
-    @property
     def backend(self) -> str:
         return torch.distributed.get_backend() if self.world > 1 else "none"
 
-    def wrap(self, model: nn.Module) -> nn.Module:
-        """The module to train through: DDP over ``model`` under a launcher, else ``model``."""
-        return self.accelerator.prepare_model(model) if self.accelerator is not None else model
+    def wrap(self, model: nn.Module, *, find_unused_parameters: bool) -> nn.Module:
+        """The module to train through: DDP over ``model`` under a launcher, else ``model``.
+
+        ``find_unused_parameters``: some trainable parameters (the image projector) take no part in
+        a micro-batch without images, so DDP must look for them.
+        """
+        if self.world == 1:
+            return model
+        on_gpu = self.device.type == "cuda"
+        return nn.parallel.DistributedDataParallel(model, device_ids=[self.device.index] if on_gpu else None,
+                                                   find_unused_parameters=find_unused_parameters)
 
     def no_sync(self, model: nn.Module, sync: bool) -> AbstractContextManager:
         """Skip DDP's gradient all-reduce for a backward pass unless ``sync``."""
-        if self.accelerator is None or sync:
-            return nullcontext()
-        return self.accelerator.no_sync(model)
+        return nullcontext() if self.world == 1 or sync else model.no_sync()
 
-    def all_reduce(self, values: torch.Tensor, op: str = "sum") -> torch.Tensor:
-        """Element-wise sum (or max) over ranks, in place; CPU tensors go through the device for NCCL."""
+    def all_reduce(self, values: torch.Tensor) -> torch.Tensor:
+        """Element-wise sum over ranks, in place (through the rank's device: NCCL takes no CPU tensors)."""
         if self.world == 1:
             return values
-        device = self.accelerator.device
-        moved = values.to(device)
-        torch.distributed.all_reduce(moved, op=torch.distributed.ReduceOp.SUM if op == "sum"
-                                     else torch.distributed.ReduceOp.MAX)
+        moved = values.to(self.device)
+        torch.distributed.all_reduce(moved)
         values.copy_(moved.to(values.device))
         return values
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
 
     def on_main(self, fn: Callable[[], Any]) -> None:
         """Run ``fn`` on rank 0 while the others wait; a one-line error it raises is raised on every rank."""
@@ -96,21 +92,19 @@ class Ranks:
             raise error
 
 
-def start(*, find_unused_parameters: bool) -> Ranks:
-    """The ranks of this run; under a launcher, join the process group (once per process).
-
-    ``find_unused_parameters``: some trainable parameters (the image projector) take no part in a
-    micro-batch without images, so DDP must look for them.
-    """
+def start() -> Ranks:
+    """The ranks of this run; under a launcher, join the process group (the first call per process)."""
     if world_size() == 1:
         return Ranks()
-    from accelerate import Accelerator, DistributedType
-    from accelerate.utils import DistributedDataParallelKwargs
+    from accelerate import DistributedType, PartialState
 
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)
+    for engine in ("FSDP", "DEEPSPEED"):
+        if os.environ.get(f"ACCELERATE_USE_{engine}", "false").lower() == "true":
+            raise ConfigError(f"train: {engine} launches are not supported; launch plain data parallelism "
+                              f"(accelerate launch --multi_gpu, or torchrun)")
     # without a GPU, accelerate joins the ranks over gloo only when told the run is a CPU one
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp], mixed_precision="no")
-    if accelerator.distributed_type not in (DistributedType.MULTI_GPU, DistributedType.MULTI_CPU):
-        raise ConfigError(f"train: the launcher's {accelerator.distributed_type.value} setup is not supported; "
-                          f"launch plain data parallelism (accelerate launch --multi_gpu, or torchrun)")
-    return Ranks(accelerator.process_index, accelerator.num_processes, accelerator)
+    state = PartialState(cpu=not torch.cuda.is_available())
+    if state.distributed_type not in (DistributedType.MULTI_GPU, DistributedType.MULTI_CPU):
+        raise ConfigError(f"train: a {state.distributed_type.value} launch is not supported; launch plain data "
+                          f"parallelism (accelerate launch --multi_gpu, or torchrun)")
+    return Ranks(state.process_index, state.num_processes, state.device)

@@ -2,48 +2,58 @@
 
 Every rank runs the train stage function itself, without the Prefect flow engine: each rank would
 otherwise start its own temporary Prefect server on the one SQLite file under the work dir. The
-rank rule (``RANK`` as the launcher sets it):
+rank rule (ranks as the launcher numbers them, ``RANK``):
 
-* every rank reads the params, the train stamp (all skip an unchanged stage alike), the shards and
-  the newest checkpoint;
-* rank 0 alone writes in the work dir: the demo model, checkpoints, the adapter,
-  reports/train-summary.json and the stamp (recorded after training, as the flow would); it alone
-  takes the work-dir lock and prints the summary;
-* ranks > 0 write nothing there and never take the work-dir lock (rank 0 holds it and waits for
-  them at the first collective, so their waiting on it would deadlock the run).
+* rank 0 alone holds the work-dir lock (``hold``), decides from the train stamp whether the stage
+  is up to date and tells the others; it alone writes in the work dir: the demo model,
+  checkpoints, the adapter, reports/train-summary.json and the stamp (recorded after training, as
+  the flow would), and it prints the summary;
+* ranks > 0 never take the lock (rank 0 holds it and waits for them at the first collective:
+  their waiting on it would deadlock the run) and write nothing in the work dir; they read the
+  params, the shards and the newest checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
+
+import torch
 
 from ..flows.registry import skipped_summary
 from ..tasks.stage import is_fresh, record
 from ..tasks.workdir import Workdir
-from .distributed import rank
+from . import distributed
 from .run import run_train, stage_spec
 
 
-def _log_to_stderr(this_rank: int) -> None:
+def _log_to_stderr(rank: int) -> None:
     """Rank 0 logs progress; the other ranks only warnings (all prefixed with their rank)."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(f"[rank {this_rank}] %(message)s"))
+    handler.setFormatter(logging.Formatter(f"[rank {rank}] %(message)s"))
     logger = logging.getLogger(__package__)
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO if this_rank == 0 else logging.WARNING)
+    logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
 
 
-def run_launched(params: dict[str, Any], wd: Workdir, *, force: bool, resume: bool) -> dict[str, Any] | None:
-    """Train on this rank; rank 0 records the stamp and returns the summary, the others return None."""
-    this_rank = rank()
-    _log_to_stderr(this_rank)
-    spec = stage_spec(params, wd)
-    if not force and is_fresh(spec, wd):
-        summary = skipped_summary(wd, "train")
-    else:
+def run_launched(params: dict[str, Any], wd: Workdir, *, force: bool, resume: bool,
+                 hold: Callable[[], AbstractContextManager] = nullcontext) -> dict[str, Any] | None:
+    """Train on this rank; rank 0 returns the summary (``skipped`` when up to date), the others None.
+
+    ``hold``: the work-dir lock, entered by rank 0 alone for the whole run.
+    """
+    ranks = distributed.start()
+    _log_to_stderr(ranks.rank)
+    with hold() if ranks.is_main else nullcontext():
+        spec = stage_spec(params, wd)
+        stale = [force or not is_fresh(spec, wd)] if ranks.is_main else [None]
+        torch.distributed.broadcast_object_list(stale, src=0)
+        if not stale[0]:
+            return skipped_summary(wd, "train") if ranks.is_main else None
         summary = run_train(params, wd, resume=resume)
-        if this_rank == 0:
-            record(spec, wd, summary)
-        summary = {**summary, "skipped": False}
-    return summary if this_rank == 0 else None
+        if not ranks.is_main:
+            return None
+        record(spec, wd, summary)
+        return {**summary, "skipped": False}

@@ -95,7 +95,7 @@ class Trainer:
         self.provider, self.data, self.runtime, self.metadata = provider, data, runtime, metadata
         self.ranks = ranks or Ranks()
         #: what forward and backward go through: DDP over ``model`` under a launcher
-        self.engine = self.ranks.wrap(model)
+        self.engine = self.ranks.wrap(model, find_unused_parameters=model.projector is not None)
         self.adapter_dir = out_dir / "adapter"
         self.checkpoint_dir = out_dir / "checkpoints"
         self.trainable = [p for p in model.parameters() if p.requires_grad]

@@ -79,7 +79,7 @@ def run_train(params: dict[str, Any], wd: Workdir, *, max_steps: int | None = No
     cfg = load_config(params, max_steps=max_steps)
     version = dataset_version(cfg, params)
     shards = open_shards(wd.shards(version))
-    ranks = distributed.start(find_unused_parameters=bool(cfg.features.path))
+    ranks = distributed.start()
     ranks.on_main(lambda: _verify(shards))  # read once, not once per rank
     data = _data(cfg, shards)
     out_dir = output_dir(cfg, wd, version)
