@@ -3,7 +3,7 @@
 assistant-only loss (and on prompt/completion pairs for the last answer only), and the LLaVA JSON
 export read the way LLaVA's ``train.py`` reads it.
 
-Runtime: about 1 minute on 2 shared cores (three SFTTrainer set-ups, two 2-step trainings).
+Runtime: 20-45 s on 2 shared cores (three SFTTrainer set-ups, one 2-step training).
 """
 
 from __future__ import annotations
