@@ -11,6 +11,7 @@ line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -142,6 +143,39 @@ def _overrides(stage: str, set_: list[str] | None, flags: dict[str, Any]) -> lis
 
 @app.command()
 @one_line_errors
+def pull(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = None,
+         images: Annotated[str | None, typer.Option(
+             "--images", help="Also the JPGs: all, split names (train,validate,test), or built[:VERSION] "
+                              "(the images the shards of a built version use)")] = None,
+         force: Annotated[bool, typer.Option(
+             "--force", help="Hash every file again instead of trusting the record of verified files, "
+                             "fetch the checksum lists again, redo MIMIC-NLE and Rad-ReStruct")] = False) -> None:
+    """Download MIMIC-CXR, MIMIC-CXR-JPG, MIMIC-NLE and Rad-ReStruct into the sources: folders, verified.
+
+    PhysioNet credentials: PHYSIONET_USERNAME / PHYSIONET_PASSWORD, ~/.netrc, or a prompt.
+    """
+    from contextlib import nullcontext
+
+    from ..tasks.sources.credentials import prepare_credentials
+    from ..tasks.sources.pull import parse_images, plan_pull
+    from ..tasks.sources.transfer_progress import Progress, RichProgress, activated
+
+    settings, wd = context(params, set_, False, workdir, ())
+    wd.root.mkdir(parents=True, exist_ok=True)
+    environment.prepare(wd.root)
+    plan = plan_pull(settings, wd)  # settings that cannot work fail here, before the engine starts
+    if images:
+        parse_images(images, settings)
+    prepare_credentials(plan.config.host, interactive=sys.stdin.isatty())
+    from .pull import run_pull
+    bars = RichProgress(console) if console.is_terminal else nullcontext(Progress())  # no bars in logs
+    with environment.quiet_engine(), bars as progress, activated(progress):
+        summary = run_pull(settings, str(wd.root), images=images, force=force)
+    show("pull", summary)
+
+
+@app.command()
+@one_line_errors
 def ingest(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = None, demo: DemoOpt = False,
            force: ForceOpt = False) -> None:
     """Read MIMIC-CXR, MIMIC-NLE and Rad-ReStruct into interim Parquet tables."""
@@ -223,7 +257,7 @@ def generate(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt 
 @one_line_errors
 def audit(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = None, demo: DemoOpt = False,
           force: ForceOpt = False) -> None:
-    """Re-label every pseudo label, judge it, and write the audit report (reports/audit.html)."""
+    """Re-label every pseudo label and judge it (interim/audit.parquet; assemble writes the audit report)."""
     stage_command("audit", params, set_, demo, workdir, How(force))
 
 
@@ -263,6 +297,11 @@ def release(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt =
     stage_command("release", params, set_, demo, workdir, How(force))
 
 
+def launched() -> bool:
+    """Whether a launcher (accelerate launch / torchrun) started this process as one of several ranks."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 @app.command()
 @one_line_errors
 def train(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = None, demo: DemoOpt = False,
@@ -271,7 +310,16 @@ def train(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = N
                                                         "(smoke runs)")] = None,
           resume: Annotated[bool, typer.Option("--resume/--no-resume",
                                                help="Continue from the latest checkpoint")] = True) -> None:
-    """LoRA fine-tuning of the base model on the shards (adapter + metadata)."""
+    """LoRA fine-tuning of the base model on the shards (adapter + metadata); runs data-parallel
+    under accelerate launch / torchrun."""
+    if launched():  # every rank trains without the flow engine; rank 0 records (trainer/launch.py)
+        from ..trainer.launch import run_launched
+        settings, wd = context(params, _overrides("train", set_, {"train.max_steps": max_steps}), demo, workdir,
+                               ["train"])
+        summary = run_launched(settings, wd, force=force, resume=resume)
+        if summary is not None:
+            show("train", summary)
+        return
     stage_command("train", params, set_, demo, workdir, How(force), {"train.max_steps": max_steps},
                   {"resume": resume})
 
@@ -285,6 +333,8 @@ def build(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = N
           max_steps: Annotated[int | None, typer.Option("--max-steps", help="With --train: stop after N steps")] = None
           ) -> None:
     """Every stage in order: ingest, label, plan, generate, audit, assemble, validate, release."""
+    if launched():
+        raise ConfigError("build runs in one process: build first, then start `train` under the launcher")
     stages = [*BUILD_ORDER, *(["train"] if with_train else [])]
     settings, wd = context(params, _overrides("train", set_, {"train.max_steps": max_steps}), demo, workdir, stages)
     results = execute("build", stages, settings, wd, How(force, _runner(runner), dask_address, dask_workers,
@@ -344,11 +394,12 @@ def show_dataset(assembled: dict[str, Any]) -> None:
 @one_line_errors
 def import_prompts(radialog_checkout: Annotated[Path, typer.Argument(help="A checkout of ChantalMP/RaDialog")],
                    out_dir: Annotated[Path, typer.Option("-o", "--out", help="Folder for the template YAMLs")]
-                   = Path("prompt_templates_original")) -> None:
-    """Import the original RaDialog instruction CSVs (data/instruct_prompts/*.csv) as templates."""
+                   = Path("work/prompt_templates_original")) -> None:
+    """Import the original prompts (data/instruct_prompts/*_prompts.csv, vicuna_prompts.json and the
+    strings in data/create_data.py and data/instruct_tasks.py) as a template folder."""
     from ..tasks.instruct.import_original import import_original
     out.print(import_original(radialog_checkout, out_dir))
-    out.print(f"use them with: --set plan.templates_dir={out_dir}")
+    out.print(f"faithful v1: --set plan.preset=radialog-v1 --set plan.templates_dir={out_dir}")
 
 
 @app.command("make-demo")
@@ -362,9 +413,79 @@ def make_demo(out_dir: Annotated[Path, typer.Argument(help="Target folder")] = P
     out.print(counts)
 
 
+# --- review: human decisions on the pseudo labels -------------------------------------------
+
+review_app = typer.Typer(no_args_is_help=True, help="Human review of the pseudo labels: a local web app, and CSV "
+                         "import / export of the decisions (reviews/decisions.parquet in the work dir).")
+app.add_typer(review_app, name="review")
+ReviewerOpt = Annotated[str | None, typer.Option("--reviewer", help="Name recorded with each decision "
+                                                 "[default: your login name]")]
+
+
+def _review_workdir(workdir: Path | None) -> Workdir:
+    wd = Workdir.at(workdir or "work")
+    if not wd.root.is_dir():
+        raise InputError(wd.root, "work dir not found", expected="a built work dir (radialog-instruct build)")
+    return wd
+
+
+def _reviewer(name: str | None) -> str:
+    if name:
+        return name
+    import getpass
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@review_app.command("serve")
+@one_line_errors
+def review_serve(workdir: WorkdirOpt = None,
+                 port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1")] = 8765,
+                 host: Annotated[str | None, typer.Option("--host", help="Serve on another interface (e.g. 0.0.0.0): "
+                                                          "anyone who reaches it reads MIMIC-derived text")] = None,
+                 reviewer: ReviewerOpt = None) -> None:
+    """Local web app: read every audited replay row, filter, and accept / reject by keyboard."""
+    from ..tasks.quality.review.app import LOOPBACK, serve
+    wd = _review_workdir(workdir)
+    bound = host or "127.0.0.1"
+    if bound not in LOOPBACK:
+        console.print(f"[bold yellow]warning:[/] serving on {bound}: anyone who can reach this machine can read the "
+                      "reports and answers (MIMIC data must stay with credentialed users)", highlight=False)
+    name = _reviewer(reviewer)
+    url_host = f"[{bound}]" if ":" in bound else bound
+    out.print(f"reviewing {wd.root} as {name}: http://{url_host}:{port}/  (Ctrl+C stops)", highlight=False)
+    serve(wd, host=bound, port=port, reviewer=name)
+
+
+@review_app.command("import")
+@one_line_errors
+def review_import(csv_file: Annotated[Path, typer.Argument(help="CSV with sample_id,decision[,note][,reviewer]")],
+                  workdir: WorkdirOpt = None, reviewer: ReviewerOpt = None) -> None:
+    """Append the decisions of a CSV (accept / reject per sample id); a file with a bad row imports nothing."""
+    from ..tasks.quality.review.spreadsheet import import_csv
+    out.print(import_csv(csv_file, _review_workdir(workdir), reviewer=_reviewer(reviewer)))
+
+
+@review_app.command("export")
+@one_line_errors
+def review_export(workdir: WorkdirOpt = None,
+                  out_csv: Annotated[Path, typer.Option("-o", "--out", help="CSV to write")] = Path("review.csv"),
+                  decided_only: Annotated[bool, typer.Option("--decided-only", help="Only rows with a decision")]
+                  = False) -> None:
+    """Every audited replay row with its decision and context, as CSV to fill in and import back."""
+    from ..tasks.quality.review.spreadsheet import export_csv
+    out.print(export_csv(_review_workdir(workdir), out_csv, decided_only=decided_only))
+
+
 def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)
+
+
+if __name__ == "__main__":  # python -m radialog_instruct.flows.cli (as accelerate launch -m / torchrun -m run it)
+    main()

@@ -46,8 +46,11 @@ DEMO_OVERLAY: dict[str, Any] = {
     "train": {"base_model": "demo-tiny", "revision": None, "grad_accum": 8, "warmup_steps": 5},
 }
 
-#: Settings holding file paths: relative values are resolved against the params file's folder.
-PATH_KEYS = ("sources", "label.chexbert.checkpoint", "plan.templates_dir", "train.features.path")
+#: Settings holding file paths: relative values are resolved against the params file's folder
+#: (URLs are left as they are).
+PATH_KEYS = ("sources.mimic_cxr", "sources.mimic_nle", "sources.rad_restruct", "sources.predictions",
+             "sources.physionet.mimic_nle_queries", "sources.physionet.rad_restruct_archive",
+             "label.chexbert.checkpoint", "plan.templates_dir", "train.features.path")
 
 #: Set by :func:`load_params`: the folder of the params file (stamps name paths relative to it).
 PARAMS_DIR = "_params_dir"
@@ -116,7 +119,7 @@ def _resolve_paths(params: dict[str, Any], base: Path) -> dict[str, Any]:
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
             return {k: walk(v) for k, v in node.items()}
-        if isinstance(node, str) and node and not Path(node).is_absolute():
+        if isinstance(node, str) and node and "://" not in node and not Path(node).is_absolute():
             return str((base / node).resolve())
         return node
 

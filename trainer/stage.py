@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..tasks.stage import StageSpec
-from ..tasks.text.conversation import conversation_file
+from ..tasks.text.conversation import conversation_file, templates_dir_of
 from ..tasks.workdir import Workdir
 from .config import DEMO_MODEL, dataset_version, load_config, output_dir
 
@@ -16,7 +16,7 @@ from .config import DEMO_MODEL, dataset_version, load_config, output_dir
 def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
     cfg = load_config(params)
     version = dataset_version(cfg, params)
-    inputs = [wd.shards(version) / "manifest.json", conversation_file()]
+    inputs = [wd.shards(version) / "manifest.json", conversation_file(templates_dir_of(params))]
     if cfg.features.path:
         inputs.append(Path(cfg.features.path))
     if cfg.base_model == DEMO_MODEL:

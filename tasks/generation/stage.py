@@ -31,7 +31,7 @@ from typing import Any
 from ..errors import ConfigError, StageFailure
 from ..io import read_parquet, write_json
 from ..stage import StageSpec
-from ..text.conversation import conversation_file
+from ..text.conversation import conversation_file, params_conversation, templates_dir_of
 from ..workdir import Workdir
 from .cache import GenerationCache, cache_dir, cache_row
 from .config import DEMO_TINY, GenerateConfig, load_config
@@ -65,7 +65,7 @@ class RunStats:
 
 def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
     cfg = load_config(params)
-    inputs = [wd.table("plan"), conversation_file()]
+    inputs = [wd.table("plan"), conversation_file(templates_dir_of(params))]
     if cfg.model_id != DEMO_TINY and Path(cfg.model_id).is_dir():  # a local model's identity is in the hashes
         inputs.append(Path(cfg.model_id))
     return StageSpec("generate", inputs, [wd.report(SUMMARY)], persistent=[cache_dir(wd)],
@@ -100,7 +100,7 @@ def run_generate(params: dict[str, Any], wd: Workdir, *, shard: tuple[int, int] 
     plan = read_parquet(wd.table("plan"), columns=PLAN_COLUMNS)
     model = model_ref(cfg, wd, build=True)
     settings = RequestSettings.of(cfg, model)
-    requests, replay_rows = build_requests(plan, settings)
+    requests, replay_rows = build_requests(plan, settings, params_conversation(params))
     requests = shard_requests(requests, shard)
     cache = GenerationCache.of(wd)
     cache.remove_stale_temps()

@@ -20,6 +20,7 @@ from ..stage import StageSpec
 from ..workdir import Workdir
 from .mimic_cxr import CHEXPERT, METADATA, SPLIT, MimicCxrPaths, find_table, iter_report_files, load_mimic_cxr
 from .mimic_nle import find_nle_files, read_nle_records, resolve_against_reports
+from .physionet import PhysioNetConfig
 from .rad_restruct import check_rad_restruct_layout, load_rad_restruct
 
 TABLES = ("reports", "images", "nle", "radrestruct_qa")
@@ -43,6 +44,7 @@ class SourcesConfig:
     mimic_nle: FolderSource = field(default_factory=FolderSource)
     rad_restruct: FolderSource = field(default_factory=FolderSource)
     predictions: str | None = None
+    physionet: PhysioNetConfig = field(default_factory=PhysioNetConfig)  # read by `pull` only
 
     def cxr_paths(self) -> MimicCxrPaths:
         if not self.mimic_cxr.reports or not self.mimic_cxr.jpg_root:
