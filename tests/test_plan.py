@@ -116,10 +116,10 @@ def test_binary_qa_asks_a_positive_finding_sixty_percent_of_the_time():
     keys = pd.Series([f"k{i}" for i in range(n)])
     ctx = BuildContext(seed=3, preset=get_preset("radialog-v1"))
     conditions, answers = binary_questions(ctx, frame, keys)
-    share = answers.count("yes") / n
+    share = list(answers).count("yes") / n
     assert abs(share - 0.6) < 0.03
     for cond, answer, (_, row) in zip(conditions, answers, frame.iterrows()):
-        assert (row[column(cond)] == 1) == (answer == "yes")
+        assert (row[column(FINDINGS[cond])] == 1) == (answer == "yes")
 
 
 def test_context_dropping_modes_are_uniform_and_partial_keeps_half():
@@ -163,7 +163,7 @@ def test_view_classification_context_dropping_on_request(planned_workdir, demo_p
     params = {**demo_params, "plan": {**demo_params["plan"], "view_classification_context": "context_dropping"}}
     cfg = load_config(params)
     ctx = BuildContext(seed=demo_params["seed"], preset=effective_preset(cfg))
-    rows = BUILDERS["view_classification"](ctx, load_inputs(ctx, planned_workdir))
+    rows = BUILDERS["view_classification"](ctx, load_inputs(ctx, planned_workdir)).to_pandas()
     assert set(rows["context_mode"]) == set(MODES)
     assert any(len(h) == 2 for h in rows["history"])
     default = effective_preset(load_config(demo_params))
@@ -271,7 +271,7 @@ def test_allocation_presets_give_the_documented_proportions(planned_workdir, dem
         assert len(shares) == n_parts
         assert (abs(shares - 1 / n_parts) < 0.06).all(), shares  # ~500 images: binomial noise
         assert inputs.parts[~with_findings].isna().all()
-        plan = build_plan(ctx, inputs)
+        plan = build_plan(ctx, inputs).to_pandas()
         assert set(plan["task"]) == set(get_preset(name).tasks)
         fqa = plan[plan["task"] == "findings_qa"]["task_mode"].value_counts(normalize=True)
         assert abs(fqa["complete"] - 0.5) < 0.15
@@ -280,11 +280,11 @@ def test_allocation_presets_give_the_documented_proportions(planned_workdir, dem
 def test_adding_images_does_not_move_existing_rows(planned_workdir, demo_params):
     ctx = BuildContext(seed=demo_params["seed"], preset=get_preset("radialog-v1.1"))
     inputs = load_inputs(ctx, planned_workdir)
-    full = build_plan(ctx, inputs).set_index("sample_key")
+    full = build_plan(ctx, inputs).to_pandas().set_index("sample_key")
     keep = inputs.images["subject_id"] % 3 != 0  # drop a third of the patients
     inputs.images = inputs.images[keep]
     inputs.parts = inputs.parts[keep]
-    part = build_plan(ctx, inputs).set_index("sample_key")
+    part = build_plan(ctx, inputs).to_pandas().set_index("sample_key")
     stable = part.index[part["task"].isin(["findings_qa", "view_classification", "impression_generation",
                                            "easy_language", "summarization", "region_qa"])]
     for col in ("instruction", "output", "template_id", "context_mode", "task_mode"):

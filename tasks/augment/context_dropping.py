@@ -13,9 +13,9 @@ drawn mode is stored per row (``context_mode``).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..hashing import pick, ranked
 from ..text.sentences import split_sentences
@@ -37,14 +37,18 @@ def partial_report(seed: int, key: str, report: str) -> str:
     return " ".join(sentences[i] for i in kept)
 
 
-def contexts(seed: int, keys: Sequence[str], modes: Sequence[str], reports: Sequence[str]) -> list[str | None]:
-    """The report text each row's history shows: the report, its partial version, or None."""
-    out: list[str | None] = []
-    for key, mode, report in zip(keys, modes, reports):
-        if mode == "none":
-            out.append(None)
-        elif mode == "partial":
-            out.append(partial_report(seed, key, report))
-        else:
-            out.append(report)
-    return out
+def contexts(seed: int, keys: pa.Array, modes: np.ndarray, reports: pa.Array) -> pa.Array:
+    """The report text each row's history shows: the report, its partial version, or null (mode
+    none). Only the partial rows are split into sentences (in Python)."""
+    modes = np.asarray(modes, dtype=object)
+    partial = np.flatnonzero(modes == "partial")
+    shown = pc.if_else(pa.array(modes == "none"), pa.scalar(None, pa.string()), reports)
+    if not len(partial):
+        return shown
+    cut = pa.array([partial_report(seed, key, report) for key, report in
+                    zip(keys.take(partial).to_pylist(), reports.take(partial).to_pylist())], pa.string())
+    rest = np.flatnonzero(modes != "partial")
+    order = np.concatenate([rest, partial])
+    inverse = np.empty(len(modes), dtype=np.int64)
+    inverse[order] = np.arange(len(order))
+    return pa.concat_arrays([shown.take(rest), cut]).take(inverse)

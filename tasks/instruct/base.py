@@ -1,26 +1,54 @@
-"""What every task builder shares: the build context, variant choice, conversation turns, the
-assembly of a builder's columns into plan rows, and the original's fuse step (:func:`fuse_rows`).
+"""What every task builder shares: the build context, sample keys, variant choice, the
+report-generation exchange, the assembly of a builder's columns into a plan table
+(:func:`finish`) and the original's fuse step (:func:`fuse_rows`).
 
-A builder receives a pandas frame of source rows (one per sample) and returns a frame with the
-plan columns of :data:`schemas.PLAN`; ``history`` / ``messages`` / ``gen_messages`` hold lists of
-``{"role", "content"}`` dicts.
+A builder receives the plan inputs (pandas frames of cheap per-row columns; strings Arrow-backed)
+and returns an Arrow table with the columns of :data:`schemas.PLAN`. Text is assembled column-wise
+(:mod:`.columns`): an instruction template is rendered once per variant over all the rows that
+drew it, and ``history`` / ``messages`` / ``gen_messages`` are ``list<struct<role, content>>``
+arrays; no per-row Python objects are made except where a row's text needs Python's own rules
+(sentence splitting for context dropping, the fuse step on rows with braces).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from ...schemas import PLAN
 from ..augment.context_dropping import contexts, draw_modes
 from ..hashing import draws, key_hashes, pick
 from ..text.conversation import Conversation, load_conversation
-from .fidelity import IMPROVED, ORIGINAL, findings_listing, fuse_text
+from .columns import (
+    ASSISTANT,
+    USER,
+    Text,
+    append_turns,
+    concat,
+    exchanges,
+    lengths_of,
+    lower,
+    parts_of,
+    pick_strings,
+    render,
+    sample_id_hex,
+    strings,
+    strip,
+    turns,
+)
+from .fidelity import IMPROVED, NO_COMMON_FINDINGS, ORIGINAL, fuse_text
 from .presets import Preset
-from .templates import TaskTemplates, Variant, load_templates
+from .templates import TaskTemplates, load_templates
+
+
+STRING = pa.string()
 
 
 @dataclass(frozen=True)
@@ -28,23 +56,32 @@ class Keys:
     """Sample keys with their 64-bit hashes, computed once: the hashes seed every per-row draw and,
     in hex, are the rows' ``sample_id``."""
 
-    values: list[str]
+    values: pa.Array
     hashes: np.ndarray
 
     @classmethod
-    def of(cls, values: Sequence[str] | pd.Series) -> Keys:
-        values = list(values)
-        return cls(values, key_hashes(values))
+    def of(cls, values: Text | Sequence[str]) -> Keys:
+        values = strings(values)
+        return cls(values, key_hashes(values.to_pylist()))
 
     def __len__(self) -> int:
         return len(self.values)
 
     def take(self, positions: Sequence[int] | np.ndarray) -> Keys:
         positions = np.asarray(positions, dtype=np.int64)
-        return Keys([self.values[i] for i in positions], self.hashes[positions])
+        return Keys(self.values.take(positions), self.hashes[positions])
 
-    def sample_ids(self) -> list[str]:
-        return [f"{h:016x}" for h in self.hashes.tolist()]
+    def sample_ids(self) -> pa.Array:
+        return sample_id_hex(self.hashes)
+
+
+@dataclass(frozen=True)
+class Instructions:
+    """Rendered instruction variants: the text, the template id and the variant index per row."""
+
+    texts: pa.Array
+    template_ids: pa.Array
+    choice: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -70,128 +107,148 @@ class BuildContext:
     def draw(self, purpose: str, keys: Keys | Sequence[str] | pd.Series) -> np.ndarray:
         return draws(self.seed, purpose, keys.hashes if isinstance(keys, Keys) else key_hashes(list(keys)))
 
-    def variants(self, task: str, mode: str, keys: Keys | Sequence[str] | pd.Series) -> list[Variant]:
-        """One instruction variant per key, drawn from (seed, task, mode, key)."""
-        options = self.templates(task).variants(mode)
-        idx = pick(self.draw(f"variant:{task}:{mode}", keys), len(options))
-        return [options[i] for i in idx]
+    def variant_choice(self, task: str, mode: str, keys: Keys) -> np.ndarray:
+        """One instruction variant index per key, drawn from (seed, task, mode, key)."""
+        return pick(self.draw(f"variant:{task}:{mode}", keys), len(self.templates(task).variants(mode)))
+
+    def instructions(self, task: str, mode: str, keys: Keys, **slots: Text | str) -> Instructions:
+        """Each key's drawn variant of ``mode``, filled with the row's ``slots``."""
+        template = self.templates(task)
+        options = template.variants(mode)
+        choice = self.variant_choice(task, mode, keys)
+        return Instructions(render([v.text for v in options], choice, **slots),
+                            pick_strings([template.template_id(v) for v in options], choice), choice)
+
+    @cached_property
+    def _report_generation_text(self) -> str:
+        (variant,) = self.templates("report_generation").variants("default")[:1]
+        return variant.text
 
 
-def findings_prompt_value(structured_findings: str | None) -> str:
-    """The ``Predicted Findings`` text of a report-generation sample: lower-cased positives, or
-    "no common findings" (as in the original's report-generation rows)."""
-    return findings_listing(structured_findings, original=False)
+def findings_listing(structured_findings: Text, *, original: bool) -> pa.Array:
+    """:func:`.fidelity.findings_listing` of every row: the positives lower-cased and stripped;
+    "no common findings" where there are none (the original: empty)."""
+    listing = strip(lower(pc.fill_null(strings(structured_findings), "")))
+    if original:
+        return listing
+    return pc.if_else(pc.equal(listing, ""), NO_COMMON_FINDINGS, listing)
 
 
-def report_generation_instruction(ctx: BuildContext, structured_findings: str | None) -> str:
-    return _report_generation_prompt(ctx.templates_dir, findings_prompt_value(structured_findings))
+def report_generation_prompts(ctx: BuildContext, listing: Text) -> pa.Array:
+    """The report-generation question with ``Predicted Findings`` = ``listing`` (first variant)."""
+    listing = strings(listing)
+    return render([ctx._report_generation_text], np.zeros(len(listing), dtype=np.int64),
+                  image_prefix=ctx.conversation.image_prefix, findings=listing)
 
 
-@lru_cache(maxsize=65536)
-def _report_generation_prompt(templates_dir: str | None, findings: str) -> str:
-    (variant,) = load_templates("report_generation", templates_dir).variants("default")[:1]
-    return variant.fill(image_prefix=load_conversation(templates_dir).image_prefix, findings=findings)
-
-
-def report_turns(ctx: BuildContext, structured_findings: str | None, report: str) -> list[dict[str, str]]:
+def report_history(ctx: BuildContext, structured_findings: Text, reports: Text) -> pa.ListArray:
     """The report-generation exchange that report-based tasks carry in their history (its findings
-    as :func:`.fidelity.findings_listing` has them)."""
-    findings = findings_listing(structured_findings, original=ctx.original)
-    return [{"role": "user", "content": _report_generation_prompt(ctx.templates_dir, findings)},
-            {"role": "assistant", "content": report}]
+    as :func:`findings_listing` has them for the fidelity); no turns where the report is null."""
+    reports = strings(reports)
+    present = np.asarray(reports.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    prompts = report_generation_prompts(ctx, findings_listing(structured_findings, original=ctx.original))
+    return exchanges(present, prompts, reports)
 
 
-def user_turn(ctx: BuildContext, history: list[dict[str, str]], instruction: str) -> str:
+def user_turns(ctx: BuildContext, history: pa.ListArray, instructions: Text) -> pa.Array:
     """A conversation without history starts with the image slot."""
-    return instruction if history else ctx.conversation.image_prefix + instruction
+    instructions = strings(instructions)
+    first = pa.array(lengths_of(history) == 0)
+    return pc.if_else(first, concat(ctx.conversation.image_prefix, instructions), instructions)
 
 
-def conversation_turns(history: list[dict[str, str]], instruction: str, output: str | None) -> list[dict[str, str]]:
-    """``messages``: the history, the question, and the answer when there is one."""
-    return history + [{"role": "user", "content": instruction}] + (
-        [] if output is None else [{"role": "assistant", "content": output}])
+def column(values: Any, n: int, type_: pa.DataType = STRING) -> pa.Array:
+    """A plan column from an array, a pandas Series, a numpy array or a constant (None: nulls)."""
+    if values is None:
+        return pa.nulls(n, type_)
+    if isinstance(values, str | bool):
+        return pa.array([values], type_).take(np.zeros(n, dtype=np.int64))
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not isinstance(values, pa.Array):
+        values = pa.array(values, from_pandas=True)
+    return values if values.type == type_ else values.cast(type_)
 
 
-def finish(frame: pd.DataFrame, *, task: str, ctx: BuildContext, keys: Keys, history: list[list[dict]],
-           instructions: list[str], outputs: list[str | None], template_ids: list[str],
-           gen_messages: list[list[dict] | None] | None = None) -> pd.DataFrame:
-    """Add the conversation columns to ``frame`` (which carries the row's ids and metadata).
+def mimic_meta(rows: pd.DataFrame, keys: Keys, *, task_mode: Any = None, source_ref: Any = None,
+               source: str = "mimic-cxr") -> dict[str, Any]:
+    """The id / provenance columns of MIMIC-CXR image rows."""
+    return {
+        "sample_key": keys.values, "split": rows["split"], "task_mode": task_mode, "source": source,
+        "source_ref": source_ref, "subject_id": rows["subject_id"], "study_id": rows["study_id"],
+        "dicom_id": rows["dicom_id"], "image_path": rows["image_path"], "view_position": rows["view_position"],
+        "structured_findings": rows["structured_findings"], "labeler": rows["labeler"],
+    }
+
+
+def finish(meta: dict[str, Any], *, task: str, ctx: BuildContext, keys: Keys, history: pa.ListArray,
+           instructions: Text, outputs: Text | None, template_ids: Text, context_mode: Any = "full",
+           gen_messages: pa.ListArray | None = None) -> pa.Table:
+    """The task's plan table: ``meta`` (ids and provenance) and the conversation columns.
 
     ``instructions`` are the final user turns as they appear in the conversation; ``outputs`` the
     answers (None for replay rows, whose answer the generator writes).
     """
-    out = frame.copy()
-    out["task"] = task
-    out["history"] = history
-    out["instruction"] = instructions
-    out["output"] = outputs
-    out["messages"] = [conversation_turns(h, q, a) for h, q, a in zip(history, instructions, outputs)]
-    out["template_id"] = template_ids
-    out["template_version"] = ctx.templates(task).version
-    out["gen_messages"] = gen_messages if gen_messages is not None else [None] * len(out)
-    out["is_pseudo_label"] = gen_messages is not None
-    out["sample_id"] = keys.sample_ids()
-    if "context_mode" not in out:
-        out["context_mode"] = "full"
-    return out
-
-
-def mimic_meta(rows: pd.DataFrame, keys: Keys, *, task_mode: object = None,
-               source_ref: object = None, source: str = "mimic-cxr") -> pd.DataFrame:
-    """The id / provenance columns of MIMIC-CXR image rows."""
-    return pd.DataFrame({
-        "sample_key": keys.values,
-        "split": rows["split"].to_numpy(),
-        "task_mode": task_mode,
-        "source": source,
-        "source_ref": source_ref,
-        "subject_id": rows["subject_id"].to_numpy(),
-        "study_id": rows["study_id"].to_numpy(),
-        "dicom_id": rows["dicom_id"].to_numpy(),
-        "image_path": rows["image_path"].to_numpy(),
-        "view_position": rows["view_position"].to_numpy(),
-        "structured_findings": rows["structured_findings"].to_numpy(),
-        "labeler": rows["labeler"].to_numpy(),
-    })
+    n = len(keys)
+    output = column(outputs, n)
+    columns = {
+        **meta, "task": task, "history": history, "instruction": instructions, "output": output,
+        "messages": append_turns(history, (USER, instructions), (ASSISTANT, output)),
+        "context_mode": context_mode, "template_id": template_ids,
+        "is_pseudo_label": gen_messages is not None, "sample_id": keys.sample_ids(),
+        "template_version": ctx.templates(task).version, "gen_messages": gen_messages,
+    }
+    return pa.Table.from_arrays([column(columns[f.name], n, f.type) for f in PLAN], schema=PLAN)
 
 
 def keyed(task: str, *parts: pd.Series | str) -> Keys:
     """Stable sample keys ``task:part1:part2...`` (parts are aligned Series or constants)."""
-    columns = [p.astype(str).tolist() if isinstance(p, pd.Series) else None for p in parts]
-    n = next(len(c) for c in columns if c is not None)
-    values = [task] * n
-    for part, column in zip(parts, columns):
-        values = [f"{v}:{c}" for v, c in zip(values, column)] if column is not None else [f"{v}:{part}" for v in values]
-    return Keys.of(values)
+    arrays = [p if isinstance(p, str) else column(p, len(p)) for p in parts]
+    n = next(len(a) for a in arrays if not isinstance(a, str))
+    return Keys.of(pc.binary_join_element_wise(task, *arrays, ":") if n else pa.array([], pa.string()))
 
 
-def context_histories(ctx: BuildContext, task: str, keys: Keys, rows: pd.DataFrame
-                      ) -> tuple[list[list[dict[str, str]]], list[str]]:
+def context_histories(ctx: BuildContext, task: str, keys: Keys, rows: pd.DataFrame) -> tuple[pa.ListArray, np.ndarray]:
     """Each row's history (the report-generation exchange, possibly cut by context dropping) and
     its context mode; tasks without context dropping always get the full context."""
     if task in ctx.preset.context_dropping:
-        modes = list(draw_modes(ctx.draw(f"context:{task}", keys)))
+        modes = draw_modes(ctx.draw(f"context:{task}", keys))
     else:
-        modes = ["full"] * len(rows)
-    texts = contexts(ctx.seed, keys.values, modes, rows["findings"].tolist())
-    histories = [[] if text is None else report_turns(ctx, findings, text)
-                 for text, findings in zip(texts, rows["structured_findings"].tolist())]
-    return histories, modes
+        modes = np.full(len(rows), "full", dtype=object)
+    texts = contexts(ctx.seed, keys.values, modes, strings(rows["findings"]))
+    return report_history(ctx, rows["structured_findings"], texts), modes
 
 
-def fuse_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+def fuse_rows(table: pa.Table) -> tuple[pa.Table, int]:
     """The original's fuse step on an instruct task's rows: every history turn and the question
     formatted with ``findings`` = the row's lower-cased positive labels (:func:`.fidelity.fuse_text`).
     Rows on which the original would have stopped (a stray brace) are dropped; returns the rows and
-    the number dropped."""
-    histories, instructions, keep = [], [], []
-    for history, question, structured in zip(frame["history"], frame["instruction"], frame["structured_findings"]):
-        findings = findings_listing(structured, original=True)
-        texts = [fuse_text(turn["content"], findings) for turn in history] + [fuse_text(question, findings)]
-        keep.append(all(t is not None for t in texts))
-        histories.append([{"role": turn["role"], "content": t} for turn, t in zip(history, texts)])
-        instructions.append(texts[-1])
-    out = frame.assign(history=histories, instruction=instructions)
-    out["messages"] = [conversation_turns(h, q, a) for h, q, a in zip(out["history"], out["instruction"], out["output"])]
-    mask = np.asarray(keep, dtype=bool)
-    return out[mask], int((~mask).sum())
+    the number dropped. Text without braces is left as it is by ``str.format``, so only rows with a
+    brace go through Python."""
+    offsets, roles, contents = parts_of(table.column("history"))
+    instruction = strings(table.column("instruction"))
+    braces = r"[{}]"
+    owner = np.repeat(np.arange(table.num_rows), np.diff(offsets))
+    in_turn = np.asarray(pc.match_substring_regex(contents, braces).to_numpy(zero_copy_only=False), dtype=bool)
+    rows = np.union1d(owner[in_turn],
+                      np.flatnonzero(np.asarray(pc.match_substring_regex(instruction, braces)
+                                                .to_numpy(zero_copy_only=False), dtype=bool)))
+    if not len(rows):
+        return table, 0
+    listing = findings_listing(table.column("structured_findings"), original=True).to_pylist()
+    content_list, instruction_list = contents.to_pylist(), instruction.to_pylist()
+    keep = np.ones(table.num_rows, dtype=bool)
+    for r in rows.tolist():
+        texts = [fuse_text(content_list[j], listing[r]) for j in range(offsets[r], offsets[r + 1])]
+        texts.append(fuse_text(instruction_list[r], listing[r]))
+        keep[r] = all(t is not None for t in texts)
+        content_list[offsets[r]:offsets[r + 1]] = texts[:-1]
+        instruction_list[r] = texts[-1]
+    history = turns(offsets, roles, pa.array(content_list, pa.string()))
+    instruction = pa.array(instruction_list, pa.string())
+    messages = append_turns(history, (USER, instruction), (ASSISTANT, table.column("output")))
+    out = table.set_column(table.schema.get_field_index("history"), "history", history)
+    out = out.set_column(out.schema.get_field_index("instruction"), "instruction", instruction)
+    out = out.set_column(out.schema.get_field_index("messages"), "messages", messages)
+    out = out.filter(pa.array(keep))
+    return out, int((~keep).sum())

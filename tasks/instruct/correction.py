@@ -17,14 +17,18 @@ original fidelity) and joined "a, b and c".
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..labeling.conditions import FINDINGS
 from ..text.sentences import join_names
-from .base import BuildContext, Keys, finish, keyed, mimic_meta, report_turns
+from .base import BuildContext, Keys, column, finish, keyed, mimic_meta, report_history
+from .columns import ASSISTANT, USER, concat, pick_strings, scatter, strings, turns
 from .fidelity import condition_name
 from .inputs import PlanInputs, positive_mask
 from .presets import CORRECTION
@@ -40,10 +44,22 @@ def label_masks(frame: pd.DataFrame) -> np.ndarray:
     return (bits << np.arange(len(FINDINGS), dtype=np.int64)).sum(axis=1)
 
 
-def retrieve_reports(ctx: BuildContext, rows: pd.DataFrame, pool: pd.DataFrame) -> pd.DataFrame:
+@dataclass(frozen=True)
+class Predicted:
+    """The erroneous report of each row: its text (null where none was found), label mask and
+    reference (``retrieved:s<study_id>`` or ``predictions:<dicom_id>``)."""
+
+    report: pa.Array
+    mask: np.ndarray
+    reference: pa.Array
+
+    def filter(self, keep: np.ndarray) -> Predicted:
+        return Predicted(self.report.filter(pa.array(keep)), self.mask[keep], self.reference.filter(pa.array(keep)))
+
+
+def retrieve_reports(ctx: BuildContext, rows: pd.DataFrame, pool: pd.DataFrame) -> Predicted:
     """For each row, a study of ``pool`` (same split, other subject) whose label mask is at
-    Hamming distance 1 or 2. Returns columns predicted_report, predicted_mask and reference
-    (``retrieved:s<study_id>``; None where no neighbour exists)."""
+    Hamming distance 1 or 2 (no report where no neighbour exists)."""
     studies = pool.drop_duplicates("study_id")
     study_masks = label_masks(studies)
     by_key: dict[tuple[str, int], np.ndarray] = {}
@@ -54,85 +70,94 @@ def retrieve_reports(ctx: BuildContext, rows: pd.DataFrame, pool: pd.DataFrame) 
     keys = Keys.of(rows["dicom_id"])
     u_mask = ctx.draw(f"{TASK}:neighbour", keys)
     u_study = ctx.draw(f"{TASK}:study", keys)
-    study_ids = studies["study_id"].to_numpy()
     subjects = studies["subject_id"].to_numpy()
-    findings = studies["findings"].to_numpy(dtype=object)
     neighbours: dict[tuple[str, int], list[int]] = {}  # per distinct (split, mask): the masks present
-    reports, pred_masks, refs = [], [], []
+    chosen = np.full(len(rows), -1, dtype=np.int64)
+    pred_masks = masks.copy()
     for i, (split, mask, subject) in enumerate(zip(rows["split"].tolist(), masks.tolist(), rows["subject_id"].tolist())):
         found = neighbours.get((split, mask))
         if found is None:
             found = neighbours[(split, mask)] = [mask ^ f for f in _NEIGHBOUR_FLIPS if (split, mask ^ f) in by_key]
-        chosen = None
         if found:
             cand_mask = found[int(u_mask[i] * len(found))]
             cands = by_key[(split, cand_mask)]
             cands = cands[subjects[cands] != subject]
             if len(cands):
-                chosen = cands[int(u_study[i] * len(cands))]
-        if chosen is None:
-            reports.append(None)
-            refs.append(None)
-            pred_masks.append(mask)
-        else:
-            reports.append(findings[chosen])
-            refs.append(f"retrieved:s{int(study_ids[chosen])}")
-            pred_masks.append(cand_mask)
-    return pd.DataFrame({"predicted_report": reports, "predicted_mask": pred_masks, "reference": refs},
-                        index=rows.index)
+                chosen[i] = cands[int(u_study[i] * len(cands))]
+                pred_masks[i] = cand_mask
+    hit = chosen >= 0
+    at = pa.array(np.where(hit, chosen, 0))
+    none = pa.array(~hit)
+    report = pc.if_else(none, pa.scalar(None, pa.string()), strings(studies["findings"]).take(at))
+    study = column(studies["study_id"], len(studies)).take(at)
+    return Predicted(report, pred_masks, pc.if_else(none, pa.scalar(None, pa.string()), concat("retrieved:s", study)))
 
 
-def from_predictions(rows: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
+def from_predictions(rows: pd.DataFrame, predictions: pd.DataFrame) -> Predicted:
     """Predicted reports (and their label masks) from the predictions table, by dicom_id."""
     preds = predictions.set_index("dicom_id")
-    found = rows["dicom_id"].isin(preds.index)
+    found = rows["dicom_id"].isin(preds.index).to_numpy()
     matched = preds.reindex(rows["dicom_id"])
     masks = np.where(found, label_masks(matched), label_masks(rows))
-    return pd.DataFrame({"predicted_report": matched["report"].where(found.to_numpy(), None).to_numpy(),
-                         "predicted_mask": masks,
-                         "reference": np.where(found, "predictions:" + rows["dicom_id"], None)},
-                        index=rows.index)
+    missing = pa.array(~found)
+    return Predicted(pc.if_else(missing, pa.scalar(None, pa.string()), strings(matched["report"])), masks,
+                     pc.if_else(missing, pa.scalar(None, pa.string()), concat("predictions:", rows["dicom_id"])))
 
 
-def _names(mask: int, original: bool) -> list[str]:
-    return [condition_name(FINDINGS[i], original=original) for i in range(len(FINDINGS)) if mask >> i & 1]
+def name_lists(masks: np.ndarray, original: bool) -> pa.Array:
+    """"a, b and c" of the findings in each mask (one Python join per distinct mask)."""
+    distinct, inverse = np.unique(masks, return_inverse=True)
+    texts = [join_names([condition_name(FINDINGS[i], original=original) for i in range(len(FINDINGS)) if m >> i & 1])
+             for m in distinct.tolist()]
+    return pick_strings(texts, inverse.reshape(-1))
 
 
-def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
+def generator_prompts(gen: dict[str, str], add: np.ndarray, remove: np.ndarray, add_text: pa.Array,
+                      remove_text: pa.Array) -> pa.Array:
+    """The fixed explicit prompt per row (a function of the two name lists: one format per pair)."""
+    pairs = np.stack([add, remove], axis=1)
+    distinct, first, inverse = np.unique(pairs, axis=0, return_index=True, return_inverse=True)
+    adds, removes = add_text.take(pa.array(first)).to_pylist(), remove_text.take(pa.array(first)).to_pylist()
+    texts = []
+    for (a, d), a_text, d_text in zip(distinct.tolist(), adds, removes):
+        slots = {"add": a_text, "remove": d_text}
+        texts.append(gen["prompt"].format(remove_clause=gen["remove_clause"].format(**slots) if d else "",
+                                          add_clause=gen["add_clause"].format(**slots) if a else "").strip())
+    return pick_strings(texts, inverse.reshape(-1))
+
+
+def build(ctx: BuildContext, inputs: PlanInputs) -> pa.Table:
     rows = inputs.part(TASK)
     if inputs.predictions is not None:
         predicted = from_predictions(rows, inputs.predictions)
     else:
         predicted = retrieve_reports(ctx, rows, inputs.images[inputs.images["has_findings"].fillna(False).astype(bool)])
     own = label_masks(rows)
-    add = [_names(g & ~p, ctx.original) for g, p in zip(own, predicted["predicted_mask"])]
-    remove = [_names(p & ~g, ctx.original) for g, p in zip(own, predicted["predicted_mask"])]
-    usable = np.array([r is not None and bool(a or d) for r, a, d in zip(predicted["predicted_report"], add, remove)],
-                      dtype=bool)
+    add, remove = own & ~predicted.mask, predicted.mask & ~own
+    usable = np.asarray(predicted.report.is_valid().to_numpy(zero_copy_only=False), dtype=bool) & ((add | remove) != 0)
     inputs.notes["correction_candidates"] = len(rows)
     inputs.notes["correction_dropped_no_error"] = int((~usable).sum())
-    rows, predicted = rows[usable], predicted[usable]
-    add = [a for a, ok in zip(add, usable) if ok]
-    remove = [d for d, ok in zip(remove, usable) if ok]
-    modes = ["both" if a and d else "add" if a else "remove" for a, d in zip(add, remove)]
+    rows, predicted, add, remove = rows[usable], predicted.filter(usable), add[usable], remove[usable]
+    modes = np.where((add != 0) & (remove != 0), "both", np.where(add != 0, "add", "remove"))
     keys = keyed(TASK, rows["dicom_id"])
-    template = ctx.templates(TASK)
-    gen = template.generation
-    instructions, template_ids, gen_messages, histories = [], [], [], []
-    variants = {m: ctx.variants(TASK, m, keys) for m in ("add", "remove", "both")}
-    for i, (mode, a, d, report, findings) in enumerate(zip(modes, add, remove, predicted["predicted_report"],
-                                                            rows["structured_findings"])):
-        variant = variants[mode][i]
-        slots = {"add": join_names(a), "remove": join_names(d)}
-        instructions.append(variant.fill(**slots))
-        template_ids.append(template.template_id(variant))
-        fixed = gen["prompt"].format(
-            remove_clause=gen["remove_clause"].format(**slots) if d else "",
-            add_clause=gen["add_clause"].format(**slots) if a else "").strip()
-        gen_messages.append([{"role": "user", "content": gen["request"]},
-                             {"role": "assistant", "content": report},
-                             {"role": "user", "content": fixed}])
-        histories.append(report_turns(ctx, findings, report))
-    meta = mimic_meta(rows, keys, task_mode=modes, source_ref=predicted["reference"].to_numpy())
-    return finish(meta, task=TASK, ctx=ctx, keys=keys, history=histories, instructions=instructions,
-                  outputs=[None] * len(rows), template_ids=template_ids, gen_messages=gen_messages)
+    add_text, remove_text = name_lists(add, ctx.original), name_lists(remove, ctx.original)
+    texts, template_ids, positions = [], [], []
+    for mode in ("add", "remove", "both"):
+        idx = np.flatnonzero(modes == mode)
+        at = pa.array(idx)
+        asked = ctx.instructions(TASK, mode, keys.take(idx), add=add_text.take(at), remove=remove_text.take(at))
+        texts.append(asked.texts)
+        template_ids.append(asked.template_ids)
+        positions.append(idx)
+    n = len(rows)
+    gen = ctx.templates(TASK).generation
+    # the generator's conversation: the request, the report to correct, the fixed explicit prompt
+    contents = pa.concat_arrays([strings(gen["request"], n), predicted.report,
+                                 generator_prompts(gen, add, remove, add_text, remove_text)])
+    gen_messages = turns(np.arange(0, 3 * n + 1, 3), pick_strings((USER, ASSISTANT, USER), np.tile([0, 1, 2], n)),
+                         contents.take(pa.array((np.arange(n)[:, None] + np.array([0, n, 2 * n])).reshape(-1))))
+    meta = mimic_meta(rows, keys, task_mode=modes, source_ref=predicted.reference)
+    return finish(meta, task=TASK, ctx=ctx, keys=keys, history=report_history(ctx, rows["structured_findings"],
+                                                                               predicted.report),
+                  instructions=scatter(texts, positions, n), outputs=None, template_ids=scatter(template_ids, positions, n),
+                  gen_messages=gen_messages)

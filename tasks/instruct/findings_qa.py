@@ -16,55 +16,53 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ..hashing import pick
 from ..labeling.conditions import FINDINGS
-from .base import BuildContext, Keys, context_histories, finish, keyed, mimic_meta, user_turn
-from .fidelity import condition_name, findings_listing, near_equal_blocks
+from .base import BuildContext, Keys, context_histories, findings_listing, finish, keyed, mimic_meta, user_turns
+from .columns import pick_strings, scatter
+from .fidelity import condition_name, near_equal_blocks
 from .inputs import PlanInputs, positive_mask
 from .presets import FINDINGS_QA
 
 TASK = FINDINGS_QA
 
 
-def binary_questions(ctx: BuildContext, rows: pd.DataFrame, keys: Keys) -> tuple[list[str], list[str]]:
-    """(condition asked, answer) per row."""
+def binary_questions(ctx: BuildContext, rows: pd.DataFrame, keys: Keys | pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(index in FINDINGS of the condition asked, answer) per row: the ``pick``-th of the row's
+    positive findings (or of the others), the first column where their running count passes it."""
     positive = positive_mask(rows, FINDINGS)
     ask_positive = (ctx.draw(f"{TASK}:binary:positive", keys) < ctx.preset.binary_positive_p) & positive.any(axis=1)
-    u = ctx.draw(f"{TASK}:binary:condition", keys)
-    conditions, answers = [], []
-    for i, want in enumerate(ask_positive):
-        pool = np.flatnonzero(positive[i] if want else ~positive[i])
-        conditions.append(FINDINGS[pool[int(pick(u[i:i + 1], len(pool))[0])]])
-        answers.append("yes" if want else "no")
-    return conditions, answers
+    candidates = np.where(ask_positive[:, None], positive, ~positive)
+    chosen = pick(ctx.draw(f"{TASK}:binary:condition", keys), candidates.sum(axis=1))
+    column = np.argmax(np.cumsum(candidates, axis=1) > chosen[:, None], axis=1)
+    return column, np.where(ask_positive, "yes", "no")
 
 
-def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
+def build(ctx: BuildContext, inputs: PlanInputs) -> pa.Table:
     rows = inputs.part(TASK)
     keys = keyed(TASK, rows["dicom_id"])
     u = ctx.draw(f"{TASK}:mode", keys)
     modes = near_equal_blocks(u, ["binary", "complete"]) if ctx.original else np.where(u < 0.5, "complete", "binary")
-    histories, context_modes = context_histories(ctx, TASK, keys, rows)
-    instructions = [""] * len(rows)
-    outputs = [""] * len(rows)
-    template_ids = [""] * len(rows)
-    template = ctx.templates(TASK)
+    history, context_modes = context_histories(ctx, TASK, keys, rows)
+    texts, answers, template_ids, positions = [], [], [], []
     for mode in ("complete", "binary"):
         idx = np.flatnonzero(modes == mode)
         sub, sub_keys = rows.iloc[idx], keys.take(idx)
-        variants = ctx.variants(TASK, mode, sub_keys)
         if mode == "complete":
-            texts = [v.fill() for v in variants]
-            answers = [findings_listing(s, original=ctx.original) for s in sub["structured_findings"].tolist()]
+            asked = ctx.instructions(TASK, mode, sub_keys)
+            answers.append(findings_listing(sub["structured_findings"], original=ctx.original))
         else:
-            conditions, answers = binary_questions(ctx, sub, sub_keys)
-            texts = [v.fill(condition=condition_name(c, original=ctx.original)) for v, c in zip(variants, conditions)]
-        for j, i in enumerate(idx):
-            instructions[i] = user_turn(ctx, histories[i], texts[j])
-            outputs[i] = answers[j]
-            template_ids[i] = template.template_id(variants[j])
-    meta = mimic_meta(rows, keys, task_mode=modes)
-    meta["context_mode"] = context_modes
-    return finish(meta, task=TASK, ctx=ctx, keys=keys, history=histories, instructions=instructions, outputs=outputs,
-                  template_ids=template_ids)
+            conditions, said = binary_questions(ctx, sub, sub_keys)
+            names = pick_strings([condition_name(c, original=ctx.original) for c in FINDINGS], conditions)
+            asked = ctx.instructions(TASK, mode, sub_keys, condition=names)
+            answers.append(pa.array(said, pa.string()))
+        texts.append(asked.texts)
+        template_ids.append(asked.template_ids)
+        positions.append(idx)
+    n = len(rows)
+    return finish(mimic_meta(rows, keys, task_mode=modes), task=TASK, ctx=ctx, keys=keys, history=history,
+                  instructions=user_turns(ctx, history, scatter(texts, positions, n)),
+                  outputs=scatter(answers, positions, n), template_ids=scatter(template_ids, positions, n),
+                  context_mode=context_modes)

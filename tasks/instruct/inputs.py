@@ -13,7 +13,7 @@ from .fidelity import near_equal_blocks
 
 IMAGE_COLUMNS = ["dicom_id", "subject_id", "study_id", "split", "view_position", "image_path"]
 REPORT_COLUMNS = ["study_id", "findings", "impression", "has_findings", "has_impression"]
-LABEL_COLUMNS = ["study_id", *CONDITION_COLUMNS, "positive_findings", "structured_findings", "labeler"]
+LABEL_COLUMNS = ["study_id", *CONDITION_COLUMNS, "structured_findings", "labeler"]
 
 #: Frontal views first when one image has to stand for a study.
 VIEW_PREFERENCE = {"PA": 0, "AP": 1}
@@ -22,6 +22,7 @@ VIEW_PREFERENCE = {"PA": 0, "AP": 1}
 @dataclass
 class PlanInputs:
     #: one row per image of a study with a report, in the planned splits, with report and labels
+    #: (strings stay Arrow-backed: builders hand them to Arrow, never iterate them)
     images: pd.DataFrame
     #: the equal random part each image with findings belongs to (task name or None)
     parts: pd.Series
@@ -41,12 +42,6 @@ def image_frame(reports: pd.DataFrame, images: pd.DataFrame, labels: pd.DataFram
     frame = frame.merge(reports[REPORT_COLUMNS], on="study_id", how="left")
     frame = frame.merge(labels[LABEL_COLUMNS], on="study_id", how="left")
     frame["structured_findings"] = frame["structured_findings"].fillna("")
-    frame["positive_findings"] = [list(v) if isinstance(v, (list, np.ndarray)) else []
-                                  for v in frame["positive_findings"].tolist()]
-    # Python strings: builders iterate these columns row by row, which Arrow-backed strings make slow
-    text = ["dicom_id", "split", "view_position", "image_path", "findings", "impression", "structured_findings",
-            "labeler"]
-    frame = frame.astype({c: object for c in text})
     return frame.sort_values(["split", "subject_id", "study_id", "dicom_id"], kind="stable").reset_index(drop=True)
 
 

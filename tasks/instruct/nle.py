@@ -12,18 +12,36 @@ names and the target is the sentence stripped at its ends.
 
 from __future__ import annotations
 
-import pandas as pd
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from ..text.sentences import join_names
-from .base import BuildContext, finish, keyed, mimic_meta, report_turns
-from .fidelity import condition_name, nle_target
+from .base import BuildContext, finish, keyed, mimic_meta, report_history
+from .columns import collapse_whitespace, concat, strings, strip
+from .fidelity import condition_name
 from .inputs import PlanInputs, representative_images
 from .presets import NLE
 
 TASK = NLE
 
 
-def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
+def joined_names(lists: pa.ListArray | pa.ChunkedArray, original: bool) -> pa.Array:
+    """:func:`..text.sentences.join_names` of each row's condition names ("a, b and c")."""
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    flat = pc.list_flatten(lists)
+    distinct = pc.unique(flat)
+    named = pa.array([condition_name(d, original=original) for d in distinct.to_pylist()], pa.string())
+    names = named.take(pc.index_in(flat, value_set=distinct))
+    # the separator after each name: ", " up to the second last, " and " after it, none after the last
+    left = np.repeat(lengths, lengths) - (np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)) - 1
+    seps = pa.array(np.where(left > 1, ", ", np.where(left == 1, " and ", "")), pa.string())
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    return pc.binary_join(pa.ListArray.from_arrays(offsets, concat(names, seps)), "")
+
+
+def build(ctx: BuildContext, inputs: PlanInputs) -> pa.Table:
     nle = inputs.nle[inputs.nle["in_findings"] & (inputs.nle["diagnoses"].map(len) > 0)]
     if ctx.original:
         nle = nle[nle["nle_split"] == "train"]
@@ -31,12 +49,10 @@ def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
     rows = nle[["sentence_id", "study_id", "nle", "diagnoses"]].merge(images, on="study_id", how="inner")
     rows = rows.sort_values("sentence_id", kind="stable").reset_index(drop=True)
     keys = keyed(TASK, rows["sentence_id"])
-    variants = ctx.variants(TASK, "default", keys)
-    template = ctx.templates(TASK)
-    histories = [report_turns(ctx, s, f) for s, f in zip(rows["structured_findings"], rows["findings"])]
-    instructions = [v.fill(conditions=join_names([condition_name(d, original=ctx.original) for d in diagnoses]))
-                    for v, diagnoses in zip(variants, rows["diagnoses"])]
-    meta = mimic_meta(rows, keys, source_ref=rows["sentence_id"].to_numpy(), source="mimic-nle")
-    return finish(meta, task=TASK, ctx=ctx, keys=keys, history=histories, instructions=instructions,
-                  outputs=[nle_target(t, original=ctx.original) for t in rows["nle"]],
-                  template_ids=[template.template_id(v) for v in variants])
+    diagnoses = pa.array(rows["diagnoses"], pa.list_(pa.string()))
+    asked = ctx.instructions(TASK, "default", keys, conditions=joined_names(diagnoses, ctx.original))
+    sentences = strings(rows["nle"])
+    targets = strip(sentences) if ctx.original else collapse_whitespace(sentences)
+    return finish(mimic_meta(rows, keys, source_ref=rows["sentence_id"], source="mimic-nle"), task=TASK, ctx=ctx,
+                  keys=keys, history=report_history(ctx, rows["structured_findings"], rows["findings"]),
+                  instructions=asked.texts, outputs=targets, template_ids=asked.template_ids)

@@ -1,8 +1,9 @@
 """The plan stage: decide every sample before any model runs.
 
 Reads the ingest and label tables, builds each task of the allocation preset with its builder
-and writes ``interim/plan.parquet`` (schema :data:`schemas.PLAN`, rows ordered by task then
-sample key) and ``reports/plan-summary.json``. Replay rows carry ``gen_messages``, the
+(an Arrow table per task, :mod:`.base`) and writes ``interim/plan.parquet`` (schema
+:data:`schemas.PLAN`, rows ordered by task then sample key; one task at a time, in row groups of
+:data:`ROW_GROUP_ROWS`) and ``reports/plan-summary.json``. Replay rows carry ``gen_messages``, the
 conversation the generate stage answers.
 """
 
@@ -11,15 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from ...schemas import PLAN
 from ..config import section
 from ..errors import ConfigError, InputError
-from ..io import read_parquet, write_json, write_parquet
+from ..io import PARQUET_COMPRESSION, atomic_path, read_parquet, write_json
 from ..stage import StageSpec
+from ..storage.shards import with_pandas_metadata
 from ..workdir import Workdir
 from .base import BuildContext, fuse_rows
 from .fidelity import AUTO, FIDELITIES, IMPROVED, ORIGINAL, ORIGINAL_SPLITS
@@ -35,6 +37,9 @@ SUMMARY = "plan-summary.json"
 #: the preset the original code built (the only one plan.fidelity original applies to)
 ORIGINAL_PRESET = "radialog-v1"
 VIEW_CONTEXTS = ("image_only", "context_dropping")
+ROW_GROUP_ROWS = 50_000
+#: nullable string columns (pandas readers get them as object columns)
+OBJECT_COLUMNS = ("task_mode", "source_ref", "view_position", "structured_findings", "labeler", "output")
 
 
 @dataclass(frozen=True)
@@ -113,36 +118,75 @@ def load_inputs(ctx: BuildContext, wd: Workdir) -> PlanInputs:
                       radrestruct=tables["radrestruct_qa"], predictions=predictions)
 
 
-def build_plan(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
-    """Every task of the preset; in the original fidelity the instruct tasks' rows then go through
-    the original's fuse step (rows it would have failed on are dropped and counted)."""
-    frames = []
-    for task in (t for t in ALL_TASKS if t in ctx.preset.tasks):
-        frame = BUILDERS[task](ctx, inputs)
-        if ctx.original and task != REPORT_GENERATION and len(frame):
-            frame, dropped = fuse_rows(frame)
-            if dropped:
-                inputs.notes[f"{task}_dropped_by_fuse_format"] = dropped
-        frames.append(frame)
-    plan = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else None
-    if plan is None:
+def build_task(ctx: BuildContext, inputs: PlanInputs, task: str) -> pa.Table:
+    """One task's rows ordered by sample key; in the original fidelity the instruct tasks' rows go
+    through the original's fuse step (rows it would have failed on are dropped and counted)."""
+    table = BUILDERS[task](ctx, inputs)
+    if ctx.original and task != REPORT_GENERATION and table.num_rows:
+        table, dropped = fuse_rows(table)
+        if dropped:
+            inputs.notes[f"{task}_dropped_by_fuse_format"] = dropped
+    return table.take(pc.sort_indices(table.column("sample_key")))
+
+
+def tasks_of(ctx: BuildContext) -> list[str]:
+    return [t for t in ALL_TASKS if t in ctx.preset.tasks]
+
+
+def build_plan(ctx: BuildContext, inputs: PlanInputs) -> pa.Table:
+    """Every task of the preset in one table (rows ordered by task, then sample key)."""
+    return check_plan(pa.concat_tables([build_task(ctx, inputs, task) for task in tasks_of(ctx)]))
+
+
+def check_plan(plan: pa.Table) -> pa.Table:
+    """A plan with rows and without two rows of one sample id."""
+    if plan.num_rows == 0:
         raise InputError(None, "the plan is empty: no source rows in the configured splits")
-    dup = plan["sample_id"].duplicated()
-    if dup.any():
-        raise InputError(None, f"sample id collision for key {plan.loc[dup, 'sample_key'].iloc[0]!r}")
+    counts = pc.value_counts(plan.column("sample_id"))
+    twice = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+    if len(twice):
+        at = pc.index(plan.column("sample_id"), twice[0]).as_py()
+        raise InputError(None, f"sample id collision for key {plan.column('sample_key')[at].as_py()!r}")
     return plan
 
 
-def to_table(plan: pd.DataFrame) -> pa.Table:
-    """The plan as Arrow, rows ordered by task (in ALL_TASKS order) then sample key."""
-    frame = plan[PLAN.names].astype({"subject_id": "Int64", "study_id": "Int64"})
-    for name in ("task_mode", "source_ref", "view_position", "structured_findings", "labeler", "output"):
-        frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
-    table = pa.Table.from_pandas(frame, schema=PLAN, preserve_index=False)
-    order = {task: i for i, task in enumerate(ALL_TASKS)}
-    rank = pa.array(plan["task"].map(order).to_numpy(dtype="int64"))
-    keys = pa.table({"rank": rank, "key": table.column("sample_key")})
-    return table.take(pc.sort_indices(keys, [("rank", "ascending"), ("key", "ascending")]))
+class Summary:
+    """The plan summary's counts, gathered task by task."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.per_task: dict[str, int] = {}
+        self.per_task_split: dict[str, int] = {}
+        self.context_modes: dict[str, int] = {}
+        self.replay_rows = 0
+
+    def add(self, task: str, table: pa.Table) -> None:
+        if not table.num_rows:
+            return
+        self.rows += table.num_rows
+        self.per_task[task] = table.num_rows
+        self.replay_rows += table.num_rows - table.column("gen_messages").null_count
+        for name, target in (("split", self.per_task_split), ("context_mode", self.context_modes)):
+            counts = pc.value_counts(table.column(name))
+            for value, n in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()):
+                target[f"{task}/{value}"] = n
+
+
+def write_plan(ctx: BuildContext, inputs: PlanInputs, path: Any) -> Summary:
+    """Build the plan task by task into ``path`` (atomically); every task's table is written as
+    soon as it is built, so at most one task's rows are in memory."""
+    schema = with_pandas_metadata(PLAN, OBJECT_COLUMNS)
+    summary, ids = Summary(), []
+    with atomic_path(path) as tmp:
+        with pq.ParquetWriter(tmp, schema, compression=PARQUET_COMPRESSION, write_statistics=True) as writer:
+            for task in tasks_of(ctx):
+                table = build_task(ctx, inputs, task)
+                summary.add(task, table)
+                ids.append(table.select(["sample_id", "sample_key"]))
+                writer.write_table(table.replace_schema_metadata(schema.metadata), row_group_size=ROW_GROUP_ROWS)
+                del table
+        check_plan(pa.concat_tables(ids))
+    return summary
 
 
 def run_plan(params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
@@ -150,18 +194,16 @@ def run_plan(params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
     ctx = BuildContext(seed=int(params["seed"]), preset=effective_preset(cfg), splits=tuple(cfg.splits),
                        templates_dir=cfg.templates_dir, fidelity=cfg.fidelity)
     inputs = load_inputs(ctx, wd)
-    plan = build_plan(ctx, inputs)
-    write_parquet(to_table(plan), wd.table("plan"))
-    counts = plan.groupby(["task", "split"]).size()
+    counts = write_plan(ctx, inputs, wd.table("plan"))
     summary = {
         "preset": cfg.preset,
         "fidelity": cfg.fidelity,
         "splits": list(cfg.splits),
-        "rows": len(plan),
-        "rows_per_task": {t: int(n) for t, n in plan["task"].value_counts().sort_index().items()},
-        "rows_per_task_split": {f"{t}/{s}": int(n) for (t, s), n in counts.items()},
-        "replay_rows": int(plan["gen_messages"].notna().sum()),
-        "context_modes": {f"{t}/{m}": int(n) for (t, m), n in plan.groupby(["task", "context_mode"]).size().items()},
+        "rows": counts.rows,
+        "rows_per_task": dict(sorted(counts.per_task.items())),
+        "rows_per_task_split": dict(sorted(counts.per_task_split.items())),
+        "replay_rows": counts.replay_rows,
+        "context_modes": dict(sorted(counts.context_modes.items())),
         "notes": inputs.notes,
     }
     write_json(summary, wd.report(SUMMARY))

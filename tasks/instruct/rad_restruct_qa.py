@@ -11,23 +11,34 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..augment.balancing import balance_yes_no
 from .base import BuildContext, Keys, finish, keyed
+from .columns import concat, format_rows, lengths_of, no_turns, scatter, strings
 from .inputs import PlanInputs
 from .presets import RAD_RESTRUCT_QA
-from .templates import Variant
 
 TASK = RAD_RESTRUCT_QA
 IMAGE_DIR = "radrestruct/images"
 
 
-def serialise_history(history: list[dict], template_extra: dict) -> str:
-    if not len(history):
-        return ""
-    items = [template_extra["history_item"].format(question=h["question"], answers=", ".join(h["answers"]))
-             for h in history]
-    return template_extra["history_prefix"] + template_extra["history_join"].join(items) + template_extra["history_suffix"]
+HISTORY_TYPE = pa.list_(pa.struct([("question", pa.string()), ("answers", pa.list_(pa.string()))]))
+
+
+def serialise_history(history: pa.ListArray, template_extra: dict) -> pa.Array:
+    """Each row's earlier QA pairs as the template's ``history_prefix`` + items joined by
+    ``history_join`` + ``history_suffix`` (the empty string for a row without history)."""
+    lengths = lengths_of(history)
+    flat = pc.list_flatten(history)
+    answers = pc.binary_join(pc.struct_field(flat, "answers"), ", ")
+    items = format_rows(template_extra["history_item"], {"question": pc.struct_field(flat, "question"),
+                                                         "answers": answers}, len(flat))
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    joined = pc.binary_join(pa.ListArray.from_arrays(offsets, items), template_extra["history_join"])
+    wrapped = concat(template_extra["history_prefix"], joined, template_extra["history_suffix"])
+    return pc.if_else(pa.array(lengths > 0), wrapped, "")
 
 
 def expand_images(qa: pd.DataFrame, splits: tuple[str, ...]) -> pd.DataFrame:
@@ -38,32 +49,35 @@ def expand_images(qa: pd.DataFrame, splits: tuple[str, ...]) -> pd.DataFrame:
     return rows
 
 
-def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
+def build(ctx: BuildContext, inputs: PlanInputs) -> pa.Table:
     template = ctx.templates(TASK)
     rows = expand_images(inputs.radrestruct, ctx.splits)
     rows, stats = balance_yes_no(rows, ctx.seed)
     inputs.notes.update({f"rad_restruct_{k}": v for k, v in stats.items()})
     rows = rows.reset_index(drop=True)
+    n = len(rows)
     keys = Keys.of(rows["sample_key"])
     modes = np.where(rows["answer_type"].to_numpy() == "multi_choice", "multi_choice", "single_choice")
-    chosen: list[Variant | None] = [None] * len(rows)
+    options = pc.binary_join(pa.array(rows["options"], pa.list_(pa.string())), ", ")
+    questions = strings(rows["question"])
+    texts, template_ids, positions = [], [], []
     for mode in ("single_choice", "multi_choice"):
         idx = np.flatnonzero(modes == mode)
-        for i, variant in zip(idx, ctx.variants(TASK, mode, keys.take(idx))):
-            chosen[i] = variant
-    instructions = [
-        ctx.conversation.image_prefix + serialise_history(history, template.extra)
-        + variant.fill(options=", ".join(options), question=question)
-        for variant, history, options, question in zip(chosen, rows["history"].tolist(), rows["options"].tolist(),
-                                                       rows["question"].tolist())]
-    template_ids = [template.template_id(v) for v in chosen]
-    meta = pd.DataFrame({
-        "sample_key": rows["sample_key"], "split": rows["split"], "task_mode": modes, "source": "rad-restruct",
-        "source_ref": rows["report_id"] + "#" + rows["qa_index"].astype(str),
-        "subject_id": None, "study_id": None, "dicom_id": rows["image_id"],
-        "image_path": IMAGE_DIR + "/" + rows["image_id"] + ".png", "view_position": None,
+        at = pa.array(idx)
+        asked = ctx.instructions(TASK, mode, keys.take(idx), options=options.take(at), question=questions.take(at))
+        texts.append(asked.texts)
+        template_ids.append(asked.template_ids)
+        positions.append(idx)
+    history = serialise_history(pa.array(rows["history"], HISTORY_TYPE), template.extra)
+    instructions = concat(ctx.conversation.image_prefix, history, scatter(texts, positions, n))
+    image_id = strings(rows["image_id"])
+    meta = {
+        "sample_key": keys.values, "split": rows["split"], "task_mode": modes, "source": "rad-restruct",
+        "source_ref": concat(strings(rows["report_id"]), "#", pa.array(rows["qa_index"]).cast(pa.string())),
+        "subject_id": None, "study_id": None, "dicom_id": image_id,
+        "image_path": concat(IMAGE_DIR + "/", image_id, ".png"), "view_position": None,
         "structured_findings": None, "labeler": None,
-    })
-    return finish(meta, task=TASK, ctx=ctx, keys=keys, history=[[] for _ in range(len(rows))],
-                  instructions=instructions, outputs=[", ".join(a) for a in rows["answers"].tolist()],
-                  template_ids=template_ids)
+    }
+    return finish(meta, task=TASK, ctx=ctx, keys=keys, history=no_turns(n), instructions=instructions,
+                  outputs=pc.binary_join(pa.array(rows["answers"], pa.list_(pa.string())), ", "),
+                  template_ids=scatter(template_ids, positions, n))

@@ -1,12 +1,12 @@
 """Task name -> builder. A builder takes the build context and the plan inputs and returns the
-task's plan rows (see :mod:`.base`)."""
+task's plan rows as an Arrow table (see :mod:`.base`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
 
-import pandas as pd
+import pyarrow as pa
 
 from . import (
     correction,
@@ -22,7 +22,7 @@ from .inputs import PlanInputs
 from .presets import EASY_LANGUAGE, REGION_QA, SUMMARIZATION
 from .replay import build_report_replay
 
-Builder = Callable[[BuildContext, PlanInputs], pd.DataFrame]
+Builder = Callable[[BuildContext, PlanInputs], pa.Table]
 
 BUILDERS: dict[str, Builder] = {
     report_generation.TASK: report_generation.build,

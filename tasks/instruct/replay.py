@@ -10,25 +10,24 @@ the template's generation prompt (``Report: <findings>\\n<instruction>``).
 
 from __future__ import annotations
 
-import pandas as pd
+import numpy as np
+import pyarrow as pa
 
-from .base import BuildContext, context_histories, finish, keyed, mimic_meta, user_turn
+from .base import BuildContext, context_histories, finish, keyed, mimic_meta, user_turns
+from .columns import USER, format_rows, pick_strings, turns
 from .inputs import PlanInputs
 
 
-def build_report_replay(ctx: BuildContext, inputs: PlanInputs, task: str) -> pd.DataFrame:
+def build_report_replay(ctx: BuildContext, inputs: PlanInputs, task: str) -> pa.Table:
     rows = inputs.part(task)
+    n = len(rows)
     keys = keyed(task, rows["dicom_id"])
     template = ctx.templates(task)
-    variants = ctx.variants(task, "default", keys)
-    histories, modes = context_histories(ctx, task, keys, rows)
-    prompt = template.generation["prompt"]
-    texts = [v.fill() for v in variants]
-    gen_messages = [[{"role": "user", "content": prompt.format(report=findings, instruction=text)}]
-                    for findings, text in zip(rows["findings"], texts)]
-    meta = mimic_meta(rows, keys, task_mode=[v.region for v in variants])
-    meta["context_mode"] = modes
-    return finish(meta, task=task, ctx=ctx, keys=keys, history=histories,
-                  instructions=[user_turn(ctx, h, t) for h, t in zip(histories, texts)],
-                  outputs=[None] * len(rows), template_ids=[template.template_id(v) for v in variants],
-                  gen_messages=gen_messages)
+    asked = ctx.instructions(task, "default", keys)
+    history, modes = context_histories(ctx, task, keys, rows)
+    request = format_rows(template.generation["prompt"], {"report": rows["findings"], "instruction": asked.texts}, n)
+    gen_messages = turns(np.arange(n + 1), pick_strings((USER,), np.zeros(n, dtype=np.int64)), request)
+    regions = pick_strings([v.region for v in template.variants("default")], asked.choice)
+    return finish(mimic_meta(rows, keys, task_mode=regions), task=task, ctx=ctx, keys=keys, history=history,
+                  instructions=user_turns(ctx, history, asked.texts), outputs=None,
+                  template_ids=asked.template_ids, context_mode=modes, gen_messages=gen_messages)

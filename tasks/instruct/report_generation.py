@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ..labeling.conditions import CONDITIONS, NO_FINDING, column
-from .base import BuildContext, finish, keyed, mimic_meta, report_generation_instruction
+from .base import BuildContext, findings_listing, finish, keyed, mimic_meta, report_generation_prompts
+from .columns import no_turns
 from .inputs import PlanInputs, positive_mask
 from .presets import REPORT_GENERATION
 
@@ -41,12 +43,12 @@ def stratify(ctx: BuildContext, rows: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(out).sort_values(["split", "subject_id", "study_id", "dicom_id", "epoch"], kind="stable")
 
 
-def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
+def build(ctx: BuildContext, inputs: PlanInputs) -> pa.Table:
     rows = stratify(ctx, inputs.images[inputs.images["has_findings"].fillna(False).astype(bool)])
     keys = keyed(TASK, rows["dicom_id"], rows["epoch"])
-    meta = mimic_meta(rows, keys, task_mode=rows["stratum"].to_numpy())
     template = ctx.templates(TASK)
-    template_id = template.template_id(template.variants("default")[0])
-    return finish(meta, task=TASK, ctx=ctx, keys=keys, history=[[] for _ in range(len(rows))],
-                  instructions=[report_generation_instruction(ctx, s) for s in rows["structured_findings"]],
-                  outputs=list(rows["findings"]), template_ids=[template_id] * len(rows))
+    # the question names the positives as this project reads them, also in the original fidelity
+    questions = report_generation_prompts(ctx, findings_listing(rows["structured_findings"], original=False))
+    return finish(mimic_meta(rows, keys, task_mode=rows["stratum"]), task=TASK, ctx=ctx, keys=keys,
+                  history=no_turns(len(rows)), instructions=questions, outputs=rows["findings"],
+                  template_ids=template.template_id(template.variants("default")[0]))

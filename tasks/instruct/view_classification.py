@@ -10,29 +10,27 @@ paper's list of context-dropping tasks read literally.
 
 from __future__ import annotations
 
-import pandas as pd
+import pyarrow as pa
 
-from .base import BuildContext, context_histories, finish, keyed, mimic_meta, user_turn
+from .base import BuildContext, context_histories, finish, keyed, mimic_meta, user_turns
+from .columns import no_turns
 from .inputs import PlanInputs
 from .presets import VIEW_CLASSIFICATION
 
 TASK = VIEW_CLASSIFICATION
 
 
-def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
+def build(ctx: BuildContext, inputs: PlanInputs) -> pa.Table:
     template = ctx.templates(TASK)
     answers: dict[str, str] = template.extra["answers"]
     rows = inputs.part(TASK)
     rows = rows[rows["view_position"].isin(list(answers))]
     keys = keyed(TASK, rows["dicom_id"])
-    variants = ctx.variants(TASK, "default", keys)
+    asked = ctx.instructions(TASK, "default", keys)
     if TASK in ctx.preset.context_dropping:
-        histories, modes = context_histories(ctx, TASK, keys, rows)
+        history, modes = context_histories(ctx, TASK, keys, rows)
     else:
-        histories, modes = [[] for _ in range(len(rows))], ["none"] * len(rows)
-    meta = mimic_meta(rows, keys)
-    meta["context_mode"] = modes
-    return finish(meta, task=TASK, ctx=ctx, keys=keys, history=histories,
-                  instructions=[user_turn(ctx, h, v.fill()) for h, v in zip(histories, variants)],
-                  outputs=[answers[v] for v in rows["view_position"]],
-                  template_ids=[template.template_id(v) for v in variants])
+        history, modes = no_turns(len(rows)), "none"
+    return finish(mimic_meta(rows, keys), task=TASK, ctx=ctx, keys=keys, history=history,
+                  instructions=user_turns(ctx, history, asked.texts), outputs=rows["view_position"].map(answers),
+                  template_ids=asked.template_ids, context_mode=modes)

@@ -8,8 +8,11 @@ the same bytes out.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from functools import cache
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -17,6 +20,26 @@ from ..io import sha256_file, write_parquet
 
 SPLIT_DIRS = ("train", "validate", "test")
 EXCLUDED_DIR = "excluded"
+
+
+def with_pandas_metadata(schema: pa.Schema, object_columns: Collection[str]) -> pa.Schema:
+    """``schema`` with the pandas metadata the plan and the shards have always carried, so that
+    pandas readers get nullable ``Int64`` ids: integers as Int64, nested columns and
+    ``object_columns`` as object, other strings as pandas' ``str``."""
+    return _pandas_schema(schema, frozenset(object_columns))
+
+
+@cache
+def _pandas_schema(schema: pa.Schema, object_columns: frozenset[str]) -> pa.Schema:
+    def dtype(field: pa.Field) -> str | type:
+        if pa.types.is_integer(field.type):
+            return "Int64"
+        if pa.types.is_boolean(field.type):
+            return bool
+        return object if pa.types.is_nested(field.type) or field.name in object_columns else "str"
+
+    empty = pd.DataFrame({f.name: pd.Series([], dtype=dtype(f)) for f in schema})
+    return pa.Table.from_pandas(empty, schema=schema, preserve_index=False).schema
 
 
 def shard_name(index: int) -> str:

@@ -1,0 +1,230 @@
+"""Vectorised text for the task builders: template rendering per variant, Python's string
+semantics on Arrow arrays, and conversations as ``list<struct<role, content>>`` arrays.
+
+Every function here returns exactly what the per-row Python it replaces returns (``str.format``,
+``str.lower``, ``str.strip``, ``" ".join(s.split())``, list concatenation of turns);
+tests/test_columns.py checks them against that Python on edge cases (braces in values, empty and
+non-ASCII text, odd whitespace). Where Arrow's kernels could differ from Python - non-ASCII case
+mapping, format specs or conversions in a template - the rows concerned take the Python path.
+"""
+
+from __future__ import annotations
+
+import string
+import sys
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ...schemas.tables import MESSAGE_TYPE, MESSAGES
+
+Text = pa.Array | pa.ChunkedArray | pd.Series
+#: every character ``str.split()`` / ``str.strip()`` treat as whitespace
+PY_WHITESPACE = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
+_WHITESPACE_RUN = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in PY_WHITESPACE) + "]+"
+_HEX = np.array([f"{i:02x}".encode() for i in range(256)])
+USER, ASSISTANT = "user", "assistant"
+
+
+def strings(values: Text | Sequence[str | None] | str, n: int | None = None) -> pa.Array:
+    """``values`` as one string array; a str is repeated ``n`` times."""
+    if isinstance(values, str):
+        return pa.array([values], pa.string()).take(np.zeros(n or 0, dtype=np.int64))
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    if not isinstance(values, pa.Array):
+        values = pa.array(values, pa.string(), from_pandas=True)
+        if isinstance(values, pa.ChunkedArray):
+            return strings(values)
+    return values if values.type == pa.string() else values.cast(pa.string())
+
+
+def python_map(values: Text, fn: Callable[[str], str | None]) -> pa.Array:
+    """``fn`` applied in Python to every non-null value (for the few rows Arrow cannot do)."""
+    return pa.array([None if v is None else fn(v) for v in strings(values).to_pylist()], pa.string())
+
+
+def _not(rows: np.ndarray, n: int) -> np.ndarray:
+    mask = np.ones(n, dtype=bool)
+    mask[rows] = False
+    return mask
+
+
+def _non_ascii(values: pa.Array) -> np.ndarray:
+    return np.flatnonzero(~np.asarray(pc.fill_null(pc.string_is_ascii(values), True).to_numpy(zero_copy_only=False)))
+
+
+def lower(values: Text) -> pa.Array:
+    """``str.lower()`` (ASCII rows in Arrow, the others in Python)."""
+    values = strings(values)
+    other = _non_ascii(values)
+    if not len(other):
+        return pc.ascii_lower(values)
+    ascii_rows = np.flatnonzero(_not(other, len(values)))
+    return scatter([pc.ascii_lower(values.take(ascii_rows)), python_map(values.take(other), str.lower)],
+                   [ascii_rows, other], len(values))
+
+
+def strip(values: Text) -> pa.Array:
+    """``str.strip()``."""
+    return pc.utf8_trim(strings(values), characters=PY_WHITESPACE)
+
+
+def collapse_whitespace(values: Text) -> pa.Array:
+    """``" ".join(s.split())``: whitespace runs become one space, none at the ends."""
+    return pc.replace_substring_regex(strip(values), _WHITESPACE_RUN, " ")
+
+
+def concat(*pieces: Text | str) -> pa.Array:
+    """Element-wise concatenation of arrays and constant strings (a null anywhere gives null)."""
+    arrays = [p for p in pieces if not isinstance(p, str)]
+    n = len(arrays[0]) if arrays else 0
+    if not arrays:
+        raise ValueError("concat needs at least one array")
+    if len(pieces) == 1:
+        return strings(pieces[0])
+    return pc.binary_join_element_wise(*[p if isinstance(p, str) else strings(p) for p in pieces], "") \
+        if n else pa.array([], pa.string())
+
+
+def scatter(parts: Sequence[pa.Array], positions: Sequence[np.ndarray], n: int) -> pa.Array:
+    """One array of length ``n`` whose rows ``positions[k]`` are ``parts[k]``."""
+    if not parts:
+        return pa.array([], pa.string())
+    order = np.concatenate(positions).astype(np.int64)
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[order] = np.arange(len(order))
+    return pa.concat_arrays([strings(p) for p in parts]).take(inverse)
+
+
+def sample_id_hex(hashes: np.ndarray) -> pa.Array:
+    """``f"{h:016x}"`` of every uint64 hash."""
+    n = len(hashes)
+    data = _HEX[np.asarray(hashes, dtype=">u8").view(np.uint8).reshape(n, 8)].astype("S2").tobytes()
+    offsets = np.arange(0, 16 * n + 1, 16, dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets.tobytes()), pa.py_buffer(data))
+
+
+# --- templates ---------------------------------------------------------------------------------
+
+def _plain_fields(text: str) -> list[tuple[str, str | None]] | None:
+    """``text`` as (literal, field name) pieces, or None where it uses more than plain named fields."""
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError:
+        return None
+    pieces = []
+    for literal, field, spec, conversion in parsed:
+        if field is not None and (spec or conversion or not field.isidentifier()):
+            return None
+        pieces.append((literal, field))
+    return pieces
+
+
+def format_rows(text: str, slots: Mapping[str, Text | str], n: int) -> pa.Array:
+    """``text.format(**row_slots)`` for ``n`` rows (slot values are arrays or constants)."""
+    pieces = _plain_fields(text)
+    arrays = {k: strings(v, n) if isinstance(v, str) else strings(v) for k, v in slots.items()}
+    nulls = any(a.null_count for a in arrays.values())
+    if pieces is None or nulls:
+        columns = {k: a.to_pylist() for k, a in arrays.items()}
+        return pa.array([text.format(**{k: c[i] for k, c in columns.items()}) for i in range(n)], pa.string())
+    parts: list[Text | str] = []
+    for literal, field in pieces:
+        if literal:
+            parts.append(literal)
+        if field is not None:
+            if field not in arrays:
+                raise KeyError(field)
+            parts.append(arrays[field])
+    if not any(not isinstance(p, str) for p in parts):
+        return strings("".join(parts), n)
+    return concat(*parts)
+
+
+def render(texts: Sequence[str], choice: np.ndarray, **slots: Text | str) -> pa.Array:
+    """Row i gets ``texts[choice[i]].format(**slots of row i)``: each template is rendered once,
+    over all the rows that drew it."""
+    n = len(choice)
+    parts, positions = [], []
+    for k in np.unique(choice):
+        rows = np.flatnonzero(choice == k)
+        sub = {name: v if isinstance(v, str) else strings(v).take(rows) for name, v in slots.items()}
+        parts.append(format_rows(texts[int(k)], sub, len(rows)))
+        positions.append(rows)
+    return scatter(parts, positions, n) if n else pa.array([], pa.string())
+
+
+def pick_strings(options: Sequence[str], choice: np.ndarray) -> pa.Array:
+    """``options[choice[i]]`` per row."""
+    return pa.array(list(options), pa.string()).take(np.asarray(choice, dtype=np.int64))
+
+
+# --- conversations -----------------------------------------------------------------------------
+
+def turns(offsets: np.ndarray, roles: Text, contents: Text) -> pa.ListArray:
+    """A ``list<struct<role, content>>`` array from element offsets and the flat roles / contents."""
+    elements = pa.StructArray.from_arrays([strings(roles), strings(contents)], fields=list(MESSAGE_TYPE))
+    return pa.ListArray.from_arrays(pa.array(np.asarray(offsets, dtype=np.int32)), elements, type=MESSAGES)
+
+
+def no_turns(n: int) -> pa.ListArray:
+    return turns(np.zeros(n + 1, dtype=np.int32), pa.array([], pa.string()), pa.array([], pa.string()))
+
+
+def exchanges(present: np.ndarray, questions: Text, answers: Text) -> pa.ListArray:
+    """Per row a user question and the assistant's answer where ``present``, else no turn."""
+    present = np.asarray(present, dtype=bool)
+    rows = np.flatnonzero(present)
+    k = len(rows)
+    offsets = np.concatenate([[0], np.cumsum(np.where(present, 2, 0))])
+    both = pa.concat_arrays([strings(questions).take(rows), strings(answers).take(rows)])
+    interleaved = np.empty(2 * k, dtype=np.int64)
+    interleaved[0::2], interleaved[1::2] = np.arange(k), np.arange(k) + k
+    roles = pick_strings((USER, ASSISTANT), np.tile([0, 1], k))
+    return turns(offsets, roles, both.take(interleaved))
+
+
+def parts_of(column: pa.ListArray | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array, pa.Array]:
+    """(offsets from 0, roles, contents) of a turns column."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    flat = pc.list_flatten(column)
+    return offsets, pc.struct_field(flat, "role"), pc.struct_field(flat, "content")
+
+
+def lengths_of(column: pa.ListArray | pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def append_turns(history: pa.ListArray | pa.ChunkedArray, *more: tuple[str, Text]) -> pa.ListArray:
+    """Each row's turns followed by one turn per ``(role, contents)`` of ``more`` (a null content
+    adds no turn): ``history + [{"role": r, "content": c}, ...]``."""
+    offsets, roles, contents = parts_of(history)
+    n = len(offsets) - 1
+    old = np.diff(offsets)
+    extra = [(role, strings(values)) for role, values in more]
+    present = [np.asarray(v.is_valid().to_numpy(zero_copy_only=False), dtype=bool) for _, v in extra]
+    lengths = old + sum((p.astype(np.int64) for p in present), np.zeros(n, dtype=np.int64))
+    new_offsets = np.concatenate([[0], np.cumsum(lengths)])
+    # where each source element lands: old turns first, then each appended turn in order
+    pool_roles = [roles] + [pick_strings((role,), np.zeros(n, dtype=np.int64)) for role, _ in extra]
+    pool_contents = [contents] + [v for _, v in extra]
+    index = np.empty(int(new_offsets[-1]), dtype=np.int64)
+    owner = np.repeat(np.arange(n), old)
+    index[new_offsets[:-1][owner] + (np.arange(len(owner)) - offsets[:-1][owner])] = np.arange(len(owner))
+    at = new_offsets[:-1] + old
+    base = len(owner)
+    for p in present:
+        rows = np.flatnonzero(p)
+        index[at[rows]] = base + rows
+        at = at + p
+        base += n
+    take = pa.array(index)
+    return turns(new_offsets, pa.concat_arrays(pool_roles).take(take),
+                 pa.concat_arrays([strings(c) for c in pool_contents]).take(take))
