@@ -13,6 +13,7 @@ drawn mode is stored per row (``context_mode``).
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc

@@ -47,7 +47,6 @@ from .fidelity import IMPROVED, NO_COMMON_FINDINGS, ORIGINAL, fuse_text
 from .presets import Preset
 from .templates import TaskTemplates, load_templates
 
-
 STRING = pa.string()
 
 
