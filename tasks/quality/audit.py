@@ -1,7 +1,7 @@
 """The audit stage: is each pseudo label faithful to its report?
 
 Every replay row of the plan (region QA, easy language, summarization, correction) gets its
-generated answer from the generation cache (:func:`tasks.storage.assemble.attach_generations`),
+generated answer from the generation cache (by request hash, as the assemble stage finds it),
 the answer is re-labelled with the configured labeler (``audit.labeler``, default the label
 stage's; through the per-text label cache) and compared with the labels of its source study (the
 labels table, by ``study_id``). The result is one ``audit`` struct per row
@@ -11,7 +11,8 @@ metadata), which the assemble stage joins: rows whose verdict is "fail" go to th
 with their reasons unless a person accepted them (:mod:`.review`). The assemble stage also renders
 the report (``reports/audit-summary.json``, ``audit.html``, ``audit.md``; :mod:`.audit_report`):
 it holds the human decisions too, so a new decision updates the report's "audit vs. human" table
-without labelling anything again.
+without labelling anything again. The plan is read row group by row group and the verdicts are
+written as they are made, so memory holds one row group's replay rows, not every answer.
 
 Rules. Labels are 1 positive, 0 negative, -1 uncertain, NaN blank; a finding is one of the 13
 CheXpert findings (No Finding is ignored, Support Devices counts like the others). "Source" are
@@ -67,6 +68,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from ... import schemas
 from ..config import section
@@ -75,13 +78,13 @@ from ..generation.cache import cache_dir
 from ..instruct import plan as plan_stage
 from ..instruct.presets import CORRECTION, EASY_LANGUAGE, REGION_QA, REPLAY_TASKS, SUMMARIZATION
 from ..instruct.templates import load_templates, template_files
-from ..io import read_parquet, write_parquet
+from ..io import PARQUET_COMPRESSION, atomic_path, read_parquet
 from ..labeling.cache import label_texts_cached
 from ..labeling.conditions import CONDITION_COLUMNS, CONDITIONS, FINDINGS
 from ..labeling.selection import build_labeler, chexbert_files, choose_labeler
 from ..labeling.stage import label_config
 from ..stage import StageSpec
-from ..storage.assemble import attach_generations
+from ..storage.assemble import answers, cached_at, generation_cache, plan_file, plan_hashes
 from ..workdir import Workdir
 from .audit_report import LABELER_KEY, LABELER_REASON_KEY, SUMMARY  # noqa: F401  (SUMMARY: the release reads it)
 from .review.decisions import reviews_dir
@@ -95,7 +98,6 @@ from .verdicts import (
     NOT_REMOVED,
     TRUNCATED,
     implied_parents,
-    summarize,
 )
 
 AUDIT_TABLE = pa.schema([("sample_id", pa.string()), ("task", pa.string()), ("request_hash", pa.string()),
@@ -351,26 +353,54 @@ def study_labels(labels: pd.DataFrame, study_ids: pd.Series) -> np.ndarray:
     return labels[list(CONDITION_COLUMNS)].to_numpy(np.float32)[at]
 
 
+REPLAY_COLUMNS = ["sample_id", "task", "task_mode", "study_id", "instruction", "gen_messages"]
+
+
 def run_audit(params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
     cfg = load_config(params)
-    plan = read_parquet(wd.table("plan")).to_pandas()
-    replay = attach_generations(plan[plan["gen_messages"].notna()].reset_index(drop=True), params, wd)
+    plan = plan_file(wd)
+    hashes = plan_hashes(plan, params, wd).column("request_hash")
+    cache = generation_cache(wd)
+    cache_at = cached_at(hashes, cache, wd)
     label_cfg = label_config(params)
     choice = choose_labeler(label_cfg, requested_labeler(params))
     labeler = build_labeler(choice.labeler, label_cfg)
     labeler_id = f"{labeler.name}@{labeler.version}"
-    labels = read_parquet(wd.table("labels")).to_pandas()
+    labels = read_parquet(wd.table("labels"), columns=["study_id", *CONDITION_COLUMNS]).to_pandas()
+    regions = load_templates(REGION_QA, plan_stage.load_config(params).templates_dir).extra.get("regions", {})
+    schema = AUDIT_TABLE.with_metadata({LABELER_KEY: labeler_id, LABELER_REASON_KEY: choice.reason})
+    rows, passed = 0, 0
+    with atomic_path(wd.table("audit")) as tmp, \
+            pq.ParquetWriter(tmp, schema, compression=PARQUET_COMPRESSION, write_statistics=True) as writer:
+        start = 0
+        for g in range(plan.num_row_groups):
+            group = plan.read_row_group(g, columns=REPLAY_COLUMNS)
+            at = pc.indices_nonzero(group.column("gen_messages").is_valid())
+            span = slice(start, start + group.num_rows)
+            start += group.num_rows
+            if not len(at):
+                continue
+            replay = group.take(at).to_pandas()
+            found = cache_at[span.start:span.stop].take(at)
+            replay["output"] = answers(cache, found).to_pylist()
+            replay["generation"] = [{"finish_reason": f} for f in cache.column("finish_reason").take(found).to_pylist()]
+            audits = audit_batch(replay, labels, labeler, labeler_id, regions, cfg, wd)
+            writer.write_table(pa.Table.from_pydict(
+                {"sample_id": replay["sample_id"].tolist(), "task": replay["task"].tolist(),
+                 "request_hash": hashes[span.start:span.stop].take(at).to_pylist(), "audit": audits}, schema=schema))
+            rows += len(audits)
+            passed += sum(a["verdict"] == "pass" for a in audits)
+    reviews_dir(wd).mkdir(parents=True, exist_ok=True)  # where people's decisions on these rows go
+    return {"rows": rows, "passed": passed, "failed": rows - passed,
+            "pass_rate": round(passed / rows, 4) if rows else None, "labeler": labeler_id}
+
+
+def audit_batch(replay: pd.DataFrame, labels: pd.DataFrame, labeler: Any, labeler_id: str,
+                regions: dict[str, list[str]], cfg: AuditConfig, wd: Workdir) -> list[dict[str, Any]]:
+    """The audit structs of a batch of replay rows with their answers (``output``)."""
     source = study_labels(labels, replay["study_id"])
     output = label_texts_cached(labeler, replay["output"].fillna("").tolist(), wd.cache / "labels")
     is_correction = (replay["task"] == CORRECTION).to_numpy()
     reports_to_correct = [_turns(g)[1]["content"] if c else "" for g, c in zip(replay["gen_messages"], is_correction)]
     predicted = label_texts_cached(labeler, reports_to_correct, wd.cache / "labels")
-    regions = load_templates(REGION_QA, plan_stage.load_config(params).templates_dir).extra.get("regions", {})
-    audits = audit_rows(replay, source, output, predicted, regions, cfg, labeler_id)
-    schema = AUDIT_TABLE.with_metadata({LABELER_KEY: labeler_id, LABELER_REASON_KEY: choice.reason})
-    write_parquet(pa.Table.from_pydict({"sample_id": replay["sample_id"].tolist(), "task": replay["task"].tolist(),
-                                        "request_hash": [g["request_hash"] for g in replay["generation"]],
-                                        "audit": audits}, schema=schema), wd.table("audit"))
-    reviews_dir(wd).mkdir(parents=True, exist_ok=True)  # where people's decisions on these rows go
-    summary = summarize(replay.assign(audit=audits), labeler_id, choice.reason)
-    return {key: summary[key] for key in ("rows", "passed", "failed", "pass_rate", "labeler")}
+    return audit_rows(replay, source, output, predicted, regions, cfg, labeler_id)

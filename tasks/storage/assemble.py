@@ -14,15 +14,29 @@ report with its audit-vs-human table (:func:`tasks.quality.audit_report.report_a
 decision reruns this stage and the later ones, never the generation or the audit's labelling.
 The whole version folder is built under a temporary name and renamed into place, so a crash never
 leaves a half-written version. Same inputs, config, cache and decisions -> byte-identical shards.
+
+Streaming. Memory is bounded by a shard, not by the data set: a first pass over the plan reads its
+small columns (ids, split, task; the request hash of each replay row) and decides where every row
+goes (its split or the exclusion shards, then its shard by ``sample_id`` rank); a second pass
+streams the plan row group by row group into one temporary Arrow file per shard; each shard is then
+read back alone, ordered by ``sample_id``, joined with its generations, audit verdicts and review
+decisions (``index_in`` + ``take`` on the small tables held for the whole run), written row group by
+row group, and converted into its part of the exports.
 """
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from ... import schemas
 from .. import PIPELINE_VERSION
@@ -31,6 +45,7 @@ from ..errors import InputError
 from ..generation.cache import GenerationCache, cache_dir
 from ..generation.requests import request_hashes
 from ..instruct import plan as plan_stage
+from ..instruct.columns import ASSISTANT, append_turns, strip
 from ..instruct.presets import ALL_TASKS
 from ..instruct.templates import load_templates, template_files
 from ..io import atomic_path, read_parquet, write_json
@@ -48,8 +63,8 @@ from ..quality.review.decisions import (
 from ..stage import StageSpec
 from ..text.conversation import load_conversation
 from ..workdir import Workdir
-from .exports import export
-from .shards import EXCLUDED_DIR, SPLIT_DIRS, write_split
+from .exports import ExportWriter
+from .shards import EXCLUDED_DIR, SPLIT_DIRS, with_pandas_metadata, write_shard
 
 MANIFEST = "manifest.json"
 SUMMARY = "assemble-summary.json"
@@ -88,128 +103,287 @@ def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
     return StageSpec("assemble", inputs, outputs)
 
 
-def attach_generations(plan: pd.DataFrame, params: dict[str, Any], wd: Workdir) -> pd.DataFrame:
-    """Fill ``output``, the final assistant turn and ``generation`` of replay rows."""
-    frame = plan.copy()
-    frame["generation"] = None
-    replay = frame["gen_messages"].notna().to_numpy()
-    if not replay.any():
-        return frame
-    hashes = request_hashes(frame[replay], params, wd)
-    results = GenerationCache(wd.cache / "generation").lookup(hashes).set_index("request_hash")
-    missing = [h for h in hashes if h not in results.index]
+#: plan columns the index pass reads (the request hash needs the generator's conversation)
+INDEX_COLUMNS = ["sample_id", "split", "task", "labeler", "template_version", "gen_messages"]
+#: plan columns that become sample columns as they are
+CARRIED = [f.name for f in schemas.INSTRUCT_SAMPLE if f.name in schemas.PLAN.names]
+#: nullable string columns and structs (pandas readers get them as object columns)
+OBJECT_COLUMNS = ("task_mode", "source_ref", "view_position", "structured_findings", "labeler", "generation", "audit",
+                  "review")
+SAMPLE_SCHEMA = schemas.INSTRUCT_SAMPLE
+GENERATION_FIELDS = {"sampling_params": "sampling"}  # struct field -> cache column, where the names differ
+
+
+def plan_file(wd: Workdir) -> pq.ParquetFile:
+    read_parquet(wd.table("plan"), columns=["sample_id"])  # a missing or damaged plan: a one-line error
+    return pq.ParquetFile(wd.table("plan"))
+
+
+@dataclass(frozen=True)
+class RowIndex:
+    """The small columns of every plan row, in plan order: ``sample_id``, ``split``, ``task``,
+    ``labeler``, ``request_hash`` (replay rows), ``cache_at`` (the row's generation in
+    :attr:`generations`), ``audit_at`` (its audit row), ``verdict`` and ``decision`` (the human
+    decision on its current answer), and ``folder`` / ``shard``: where the row is written."""
+
+    rows: pa.Table
+    generations: pa.Table
+    audits: pa.Table | None
+    decisions: pa.Table
+    stale: int
+
+
+def plan_hashes(plan: pq.ParquetFile, params: dict[str, Any], wd: Workdir) -> pa.Table:
+    """The index columns of the plan with each replay row's request hash, row group by row group."""
+    parts = []
+    for i in range(plan.num_row_groups):
+        group = plan.read_row_group(i, columns=INDEX_COLUMNS)
+        replay = np.flatnonzero(np.asarray(group.column("gen_messages").is_valid().to_numpy(zero_copy_only=False)))
+        hashes = pa.nulls(group.num_rows, pa.string())
+        if len(replay):
+            found = pa.array(request_hashes(group.take(pa.array(replay)), params, wd), pa.string())
+            hashes = pc.replace_with_mask(hashes, _mask(replay, group.num_rows), found)
+        parts.append(group.drop_columns(["template_version", "gen_messages"]).append_column("request_hash", hashes))
+    if not parts:
+        return pa.table({c: pa.array([], pa.string()) for c in ("sample_id", "split", "task", "labeler",
+                                                                 "request_hash")})
+    return pa.concat_tables(parts).combine_chunks()
+
+
+def _mask(rows: np.ndarray, n: int) -> pa.Array:
+    mask = np.zeros(n, dtype=bool)
+    mask[rows] = True
+    return pa.array(mask)
+
+
+def _nullable(positions: np.ndarray) -> pa.Array:
+    """``take`` indices with null where a position is -1 (the taken row is null)."""
+    return pa.array(np.maximum(positions, 0), mask=positions < 0)
+
+
+def _positions(at: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """index_in results as int64 positions, -1 where not found."""
+    return np.asarray(pc.fill_null(at, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def generation_cache(wd: Workdir) -> pa.Table:
+    """The cached results (one row per request hash) with the columns the samples take."""
+    return GenerationCache(wd.cache / "generation").read(
+        columns=["text", "finish_reason", "prompt_tokens", "completion_tokens", "backend", "model", "revision",
+                 "sampling", "seed"])
+
+
+def cached_at(hashes: pa.Array | pa.ChunkedArray, cache: pa.Table, wd: Workdir) -> pa.Array:
+    """Each hash's row in ``cache`` (null for null hashes); a replay row without a result is an error."""
+    at = pc.index_in(hashes, value_set=cache.column("request_hash"))
+    missing = pc.sum(pc.and_(pc.is_valid(hashes), pc.is_null(at))).as_py() or 0
     if missing:
-        raise InputError(wd.cache / "generation", f"{len(missing)} of {len(hashes)} replay requests have no result",
+        replay = len(hashes) - hashes.null_count
+        raise InputError(wd.cache / "generation", f"{missing} of {replay} replay requests have no result",
                          expected="a complete generation cache (run the generate stage first)")
-    found = results.loc[hashes]
-    texts = [str(t).strip() for t in found["text"]]
-    idx = frame.index[replay]
-    frame.loc[idx, "output"] = texts
-    frame.loc[idx, "messages"] = pd.Series(
-        [list(m) + [{"role": "assistant", "content": t}] for m, t in zip(frame.loc[idx, "messages"], texts)],
-        index=idx, dtype=object)
-    frame.loc[idx, "generation"] = pd.Series([
-        {"backend": r.backend, "model": r.model, "revision": r.revision, "sampling_params": r.sampling,
-         "seed": int(r.seed), "request_hash": h, "finish_reason": r.finish_reason,
-         "prompt_tokens": int(r.prompt_tokens), "completion_tokens": int(r.completion_tokens)}
-        for h, r in zip(hashes, found.itertuples())], index=idx, dtype=object)
-    return frame
+    return at
 
 
-def attach_audit(frame: pd.DataFrame, wd: Workdir) -> tuple[pd.DataFrame, bool]:
-    path = wd.table("audit")
-    frame = frame.copy()
-    if not path.exists():
-        frame["audit"] = None
-        return frame, False
-    audit = read_parquet(path, columns=["sample_id", "audit"]).to_pandas().set_index("sample_id")["audit"]
-    frame["audit"] = frame["sample_id"].map(audit).where(lambda s: s.notna(), None)
-    return frame, True
+def answers(cache: pa.Table, at: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The generated answers (outer whitespace stripped) of the cache rows ``at`` (null stays null)."""
+    return strip(cache.column("text").take(at))
 
 
-def failed_audit(frame: pd.DataFrame) -> pd.Series:
-    return frame["audit"].map(lambda a: isinstance(a, dict) and a.get("verdict") == "fail").astype(bool)
-
-
-def attach_review(frame: pd.DataFrame, wd: Workdir) -> tuple[pd.DataFrame, int]:
-    """Add ``review``: the human decision that applies to each replay row's current answer (null
-    elsewhere); also returns how many rows have decisions only about an earlier answer (stale)."""
-    frame = frame.copy()
-    frame["review"] = None
-    replay = frame["generation"].notna().to_numpy()
-    if not replay.any():
-        return frame, 0
-    ids = pa.array(frame.loc[replay, "sample_id"].tolist(), pa.string())
-    hashes = pa.array([g["request_hash"] for g in frame.loc[replay, "generation"]], pa.string())
+def index_rows(plan: pq.ParquetFile, params: dict[str, Any], wd: Workdir, *, exclude_failed_audit: bool,
+               rows_per_shard: int) -> RowIndex:
+    rows = plan_hashes(plan, params, wd)
+    hashes = rows.column("request_hash")
+    replay = pc.is_valid(hashes)
+    cache = generation_cache(wd) if hashes.null_count < len(hashes) else schemas.GENERATION_CACHE.empty_table()
+    cache_at = cached_at(hashes, cache, wd)
+    audits = None
+    verdict = pa.nulls(rows.num_rows, pa.string())
+    audit_at = pa.nulls(rows.num_rows, pa.int32())
+    if wd.table("audit").exists():
+        audits = read_parquet(wd.table("audit"), columns=["sample_id", "audit"])
+        audit_at = pc.index_in(rows.column("sample_id"), value_set=audits.column("sample_id"))
+        verdict = pc.struct_field(audits.column("audit").combine_chunks(), "verdict").take(audit_at)
     decisions = read_decisions(wd)
-    frame.loc[replay, "review"] = pd.Series(review_structs(for_rows(decisions, ids, hashes)).to_pylist(),
-                                            index=frame.index[replay], dtype=object)
-    return frame, stale_samples(decisions, ids, hashes)
+    replay_rows = pc.indices_nonzero(replay)
+    ids, replay_hashes = rows.column("sample_id").take(replay_rows), hashes.take(replay_rows)
+    applied = for_rows(decisions, ids, replay_hashes).column("decision")
+    is_replay = np.asarray(replay.to_numpy(zero_copy_only=False), dtype=bool)
+    decision = applied.take(_nullable(np.where(is_replay, np.cumsum(is_replay) - 1, -1)))
+    failed = pc.fill_null(pc.equal(verdict, "fail"), False)
+    excluded = pc.or_(pc.and_(pc.and_(failed, pa.scalar(exclude_failed_audit)), pc.fill_null(pc.not_equal(decision, ACCEPT), True)),
+                      pc.fill_null(pc.equal(decision, REJECT), False))
+    folder = pc.if_else(excluded, EXCLUDED_DIR, rows.column("split"))
+    rows = rows.append_column("cache_at", cache_at).append_column("audit_at", audit_at) \
+        .append_column("verdict", verdict).append_column("decision", decision).append_column("folder", folder)
+    return RowIndex(rows.append_column("shard", pa.array(shard_numbers(rows, rows_per_shard))), cache, audits,
+                    decisions, stale_samples(decisions, ids, replay_hashes) if len(replay_rows) else 0)
 
 
-def human_decision(frame: pd.DataFrame) -> pd.Series:
-    """accept / reject / None per row, from the ``review`` struct."""
-    return frame["review"].map(lambda r: r["decision"] if isinstance(r, dict) else None)
+def shard_numbers(rows: pa.Table, rows_per_shard: int) -> np.ndarray:
+    """Each row's shard within its folder: its rank by ``sample_id`` there, cut every
+    ``rows_per_shard`` rows (-1 for rows of no folder a release has)."""
+    out = np.full(rows.num_rows, -1, dtype=np.int64)
+    folder = rows.column("folder")
+    for name in (*SPLIT_DIRS, EXCLUDED_DIR):
+        members = pc.indices_nonzero(pc.fill_null(pc.equal(folder, name), False))
+        if len(members):
+            order = pc.sort_indices(rows.column("sample_id").take(members))
+            out[members.take(order).to_numpy()] = np.arange(len(members)) // rows_per_shard
+    return out
 
 
-def excluded_rows(frame: pd.DataFrame, exclude_failed_audit: bool) -> pd.Series:
-    """Rows for the exclusion shards: audit failures nobody accepted (with ``exclude_failed_audit``)
-    and every row a person rejected."""
-    decision = human_decision(frame)
-    failed = failed_audit(frame) & exclude_failed_audit
-    return (failed & (decision != ACCEPT)) | (decision == REJECT)
+def generation_structs(generations: pa.Table, at: np.ndarray, hashes: pa.Array) -> pa.StructArray:
+    """The ``generation`` column: the cached result ``at`` each row (null where ``at`` is -1)."""
+    take = pa.array(np.maximum(at, 0))
+    fields = list(schemas.GENERATION_TYPE)
+    arrays = [hashes if f.name == "request_hash" else
+              generations.column(GENERATION_FIELDS.get(f.name, f.name)).take(take).combine_chunks().cast(f.type)
+              for f in fields]
+    return pa.StructArray.from_arrays(arrays, fields=fields, mask=pa.array(at < 0))
 
 
-def review_counts(frame: pd.DataFrame, stale: int) -> dict[str, int]:
-    """How the human decisions changed the data set (the manifest's ``review``)."""
-    decision, failed = human_decision(frame), failed_audit(frame)
-    passed = frame["audit"].map(lambda a: isinstance(a, dict) and a.get("verdict") == "pass").astype(bool)
-    return {"decisions": int(decision.notna().sum()), "accepted": int((decision == ACCEPT).sum()),
-            "rejected": int((decision == REJECT).sum()), "accepted_failed": int(((decision == ACCEPT) & failed).sum()),
-            "rejected_passed": int(((decision == REJECT) & passed).sum()), "stale": stale}
+def shard_table(part: pa.Table, index: RowIndex) -> pa.Table:
+    """One shard's plan rows (with ``_row``, their plan position) as sample rows ordered by
+    ``sample_id``: replay rows get their answer, ``generation``, ``audit`` and ``review``."""
+    part = part.take(pc.sort_indices(part.column("sample_id")))
+    at_rows = part.column("_row").combine_chunks()
+    info = index.rows.take(at_rows)
+    cache_at = _positions(info.column("cache_at"))
+    replay = cache_at >= 0
+    hashes = info.column("request_hash").combine_chunks()
+    answer = answers(index.generations, _nullable(cache_at))
+    columns = {name: part.column(name) for name in CARRIED}
+    columns["output"] = pc.coalesce(answer, part.column("output").combine_chunks())
+    columns["messages"] = append_turns(part.column("messages"), (ASSISTANT, answer))
+    columns["generation"] = generation_structs(index.generations, cache_at, hashes)
+    audit_at = _positions(info.column("audit_at"))
+    columns["audit"] = pa.nulls(part.num_rows, schemas.AUDIT_TYPE) if index.audits is None else \
+        index.audits.column("audit").combine_chunks().take(_nullable(audit_at))
+    review = pa.nulls(part.num_rows, schemas.REVIEW_TYPE)
+    if replay.any():
+        rows = pa.array(np.flatnonzero(replay))
+        structs = review_structs(for_rows(index.decisions, part.column("sample_id").take(rows), hashes.take(rows)))
+        review = structs.take(_nullable(np.where(replay, np.cumsum(replay) - 1, -1)))
+    columns["review"] = review
+    columns["pipeline_version"] = pa.array([PIPELINE_VERSION], pa.string()).take(np.zeros(part.num_rows, np.int64))
+    return pa.Table.from_arrays([columns[f.name] for f in SAMPLE_SCHEMA],
+                                schema=with_pandas_metadata(SAMPLE_SCHEMA, OBJECT_COLUMNS)).combine_chunks()
 
 
-def to_samples(frame: pd.DataFrame) -> pa.Table:
-    out = frame.assign(pipeline_version=PIPELINE_VERSION)
-    out = out[schemas.INSTRUCT_SAMPLE.names].astype({"subject_id": "Int64", "study_id": "Int64"})
-    for name in ("task_mode", "source_ref", "view_position", "structured_findings", "labeler", "generation", "audit",
-                 "review"):
-        out[name] = out[name].astype(object).where(out[name].notna(), None)
-    return pa.Table.from_pandas(out, schema=schemas.INSTRUCT_SAMPLE, preserve_index=False)
+def buckets(plan: pq.ParquetFile, index: RowIndex, folder: Path) -> dict[tuple[str, int], Path]:
+    """Stream the plan into one Arrow file per shard (rows in plan order, with ``_row``)."""
+    destinations = pa.table({"folder": index.rows.column("folder"), "shard": index.rows.column("shard")})
+    keys = destinations.group_by(["folder", "shard"], use_threads=False).aggregate([])
+    names = [(f, s) for f, s in zip(keys.column("folder").to_pylist(), keys.column("shard").to_pylist()) if s >= 0]
+    paths = {key: folder / f"{key[0]}-{key[1]:05d}.arrow" for key in names}
+    code = {key: i for i, key in enumerate(names)}
+    bucket = np.full(index.rows.num_rows, -1, dtype=np.int64)
+    folders, shards = index.rows.column("folder").to_numpy(zero_copy_only=False), index.rows.column("shard").to_numpy()
+    for key, i in code.items():
+        bucket[(folders == key[0]) & (shards == key[1])] = i
+    columns = [c for c in CARRIED if c != "pipeline_version"]
+    with ExitStack() as stack:
+        writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+        start = 0
+        for g in range(plan.num_row_groups):
+            group = plan.read_row_group(g, columns=columns)
+            n = group.num_rows
+            group = group.append_column("_row", pa.array(np.arange(start, start + n)))
+            which = bucket[start:start + n]
+            start += n
+            order = np.argsort(which, kind="stable")
+            sorted_group = group.take(pa.array(order))
+            cuts = np.flatnonzero(np.diff(which[order])) + 1
+            for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [n]])):
+                b = int(which[order][lo])
+                if b < 0:
+                    continue
+                if b not in writers:
+                    sink = stack.enter_context(pa.OSFile(str(paths[names[b]]), "wb"))
+                    writers[b] = stack.enter_context(pa.ipc.new_stream(sink, sorted_group.schema))
+                writers[b].write_table(sorted_group.slice(lo, hi - lo))
+    return paths
 
 
-def identities(frame: pd.DataFrame) -> dict[str, Any]:
-    gens = sorted({(g["backend"], g["model"], g["revision"], g["sampling_params"], g["seed"])
-                   for g in frame["generation"] if isinstance(g, dict)})
-    labelers = sorted({l for l in frame["labeler"].dropna().unique()})
-    return {"generators": [dict(zip(("backend", "model", "revision", "sampling_params", "seed"), g)) for g in gens],
+def write_shards(plan: pq.ParquetFile, index: RowIndex, version_tmp: Path, cfg: AssembleConfig,
+                 exports: dict[str, ExportWriter]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every shard file (``<folder>/part-NNNNN.parquet``) with its sha256 and rows."""
+    with tempfile.TemporaryDirectory(dir=version_tmp.parent, prefix=".assemble-") as tmp:
+        paths = buckets(plan, index, Path(tmp))
+        for key in sorted(paths, key=lambda k: ((*SPLIT_DIRS, EXCLUDED_DIR).index(k[0]), k[1])):
+            with pa.OSFile(str(paths[key]), "rb") as source:
+                part = pa.ipc.open_stream(source).read_all()
+            paths[key].unlink()
+            table = shard_table(part, index)
+            del part
+            name, info = write_shard(table, version_tmp / key[0], key[1], row_group_size=cfg.row_group_size)
+            if key[0] in exports:
+                exports[key[0]].add(table)
+            yield f"{key[0]}/{name}", info
+
+
+def counts(rows: pa.Table) -> dict[str, Any]:
+    """Rows per task, split and task/split of the index rows ``rows``."""
+    def per(*names: str) -> dict[str, int]:
+        grouped = rows.group_by(list(names), use_threads=False).aggregate([([], "count_all")])
+        keys = ["/".join(map(str, k)) for k in zip(*(grouped.column(n).to_pylist() for n in names))]
+        return dict(sorted(zip(keys, grouped.column("count_all").to_pylist())))
+    return {"rows": rows.num_rows, "rows_per_task": per("task"), "rows_per_split": per("split"),
+            "rows_per_task_split": per("task", "split")}
+
+
+def identities(index: RowIndex) -> dict[str, Any]:
+    used = pc.unique(pc.drop_null(index.rows.column("cache_at")))
+    gens = index.generations.take(used).select(["backend", "model", "revision", "sampling", "seed"])
+    distinct = sorted(set(zip(*(gens.column(c).to_pylist() for c in gens.column_names))))
+    labelers = sorted(pc.unique(pc.drop_null(index.rows.column("labeler"))).to_pylist())
+    return {"generators": [dict(zip(("backend", "model", "revision", "sampling_params", "seed"), g)) for g in distinct],
             "labelers": labelers}
 
 
-def counts(frame: pd.DataFrame) -> dict[str, Any]:
-    return {
-        "rows": int(len(frame)),
-        "rows_per_task": {t: int(n) for t, n in frame["task"].value_counts().sort_index().items()},
-        "rows_per_split": {s: int(n) for s, n in frame["split"].value_counts().sort_index().items()},
-        "rows_per_task_split": {f"{t}/{s}": int(n) for (t, s), n in frame.groupby(["task", "split"]).size().items()},
-    }
+def review_counts(index: RowIndex) -> dict[str, int]:
+    """How the human decisions changed the data set (the manifest's ``review``)."""
+    rows = index.rows
+    def count(mask: pa.Array) -> int:
+        return int(pc.sum(pc.fill_null(mask, False)).as_py() or 0)
+    accept, reject = pc.equal(rows.column("decision"), ACCEPT), pc.equal(rows.column("decision"), REJECT)
+    return {"decisions": count(pc.is_valid(rows.column("decision"))), "accepted": count(accept),
+            "rejected": count(reject), "accepted_failed": count(pc.and_(accept, pc.equal(rows.column("verdict"), "fail"))),
+            "rejected_passed": count(pc.and_(reject, pc.equal(rows.column("verdict"), "pass"))), "stale": index.stale}
+
+
+def audited_rows(plan: pq.ParquetFile, index: RowIndex) -> Any:
+    """The audited replay rows as the audit report reads them (pandas; replay rows only)."""
+    has_audit = pc.is_valid(index.rows.column("audit_at"))
+    at = pc.indices_nonzero(has_audit)
+    groups = [plan.read_row_group(g, columns=["sample_id", "task", "task_mode", "gen_messages"])
+              for g in range(plan.num_row_groups)]
+    replay = pa.concat_tables([g.filter(pc.is_valid(g.column("gen_messages"))) for g in groups])
+    info = index.rows.take(at)
+    position = pc.index_in(info.column("sample_id"), value_set=replay.column("sample_id"))
+    frame = replay.take(position).to_pandas()
+    frame["output"] = answers(index.generations, info.column("cache_at")).to_pylist()
+    frame["audit"] = index.audits.column("audit").take(info.column("audit_at")).to_pylist()
+    frame["decision"] = info.column("decision").to_pylist()
+    return frame
 
 
 def run_assemble(params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
     cfg = load_config(params)
     plan_cfg = plan_stage.load_config(params)
     exclude = cfg.exclude_failed_audit and not plan_cfg.original
-    plan = read_parquet(wd.table("plan")).to_pandas()
-    frame = attach_generations(plan, params, wd)
-    frame, audited = attach_audit(frame, wd)
-    frame, stale = attach_review(frame, wd)
-    out = excluded_rows(frame, exclude)
-    kept, excluded = frame[~out], frame[out]
-    review = review_counts(frame, stale)
+    plan = plan_file(wd)
+    index = index_rows(plan, params, wd, exclude_failed_audit=exclude, rows_per_shard=cfg.rows_per_shard)
+    rows = index.rows
+    in_release = pc.is_in(rows.column("folder"), value_set=pa.array(SPLIT_DIRS))
+    kept = rows.filter(in_release)
+    excluded = rows.filter(pc.equal(rows.column("folder"), EXCLUDED_DIR))
+    review = review_counts(index)
+    audited = index.audits is not None
 
     version_dir = wd.shards(cfg.version)
     templates_dir = plan_cfg.templates_dir
-    present = set(frame["task"].unique())
+    present = set(pc.unique(rows.column("task")).to_pylist())
     templates = [load_templates(t, templates_dir) for t in ALL_TASKS if t in present]
     manifest: dict[str, Any] = {
         "version": cfg.version, "pipeline_version": PIPELINE_VERSION, "schema_version": schemas.ROW_CONTRACT_VERSION,
@@ -217,33 +391,28 @@ def run_assemble(params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
         "seed": params.get("seed"), "preset": plan_cfg.preset, "fidelity": plan_cfg.fidelity,
         "audit_exclusion": bool(exclude),
         "templates": {t.task: {"version": t.version, "digest": t.digest} for t in templates},
-        **identities(frame), **counts(kept), "audited": audited,
-        "excluded": {"rows": int(len(excluded)), "by_review": review["rejected"],
-                     "per_task": {t: int(n) for t, n in excluded["task"].value_counts().sort_index().items()}},
+        **identities(index), **counts(kept), "audited": audited,
+        "excluded": {"rows": excluded.num_rows, "by_review": review["rejected"],
+                     "per_task": counts(excluded)["rows_per_task"]},
         "review": review, "shards": {},
     }
-    with atomic_path(version_dir, directory=True) as tmp:
-        for split in SPLIT_DIRS:
-            rows = kept[kept["split"] == split]
-            if len(rows):
-                for name, info in write_split(to_samples(rows), tmp / split, rows_per_shard=cfg.rows_per_shard,
-                                              row_group_size=cfg.row_group_size).items():
-                    manifest["shards"][f"{split}/{name}"] = info
-        if len(excluded):
-            for name, info in write_split(to_samples(excluded), tmp / EXCLUDED_DIR, rows_per_shard=cfg.rows_per_shard,
-                                          row_group_size=cfg.row_group_size).items():
-                manifest["shards"][f"{EXCLUDED_DIR}/{name}"] = info
-        write_json(manifest, tmp / MANIFEST)
+    conversation = load_conversation(templates_dir)
     exported: dict[str, dict[str, int]] = {}
-    for split in SPLIT_DIRS:
-        if cfg.exports and (version_dir / split).is_dir():
-            targets = {kind: wd.exports / cfg.version / split / EXPORT_FILES[kind] for kind in cfg.exports}
-            n = export(targets, version_dir, [split], conversation=load_conversation(templates_dir))
+    with ExitStack() as stack:
+        tmp = stack.enter_context(atomic_path(version_dir, directory=True))
+        splits = [s for s in SPLIT_DIRS if pc.any(pc.equal(kept.column("split"), s)).as_py()] if kept.num_rows else []
+        writers = {split: ExportWriter({kind: wd.exports / cfg.version / split / EXPORT_FILES[kind]
+                                        for kind in cfg.exports}, conversation, stack)
+                   for split in splits if cfg.exports}
+        for name, info in write_shards(plan, index, tmp, cfg, writers):
+            manifest["shards"][name] = info
+        write_json(manifest, tmp / MANIFEST)
+        for split, writer in writers.items():
+            n = writer.finish()
             for kind in cfg.exports:
                 exported.setdefault(kind, {})[split] = n
     if audited:
-        rows = frame[frame["audit"].notna()]
-        report_audit(rows.assign(decision=human_decision(rows)), params, wd)
+        report_audit(audited_rows(plan, index), params, wd)
     summary = {"version": cfg.version, "shards_dir": str(version_dir), **counts(kept), "excluded": manifest["excluded"],
                "audited": audited, "review": review, "exports": exported}
     write_json(summary, wd.report(SUMMARY))

@@ -9,22 +9,31 @@
   (``plan.templates_dir``): with the imported original it is the original's record, system prompt
   and 32-token image slot included.
 
-Both are written as a stream (one record at a time) so that 580k samples never sit in memory as
-one JSON document, shards converted in parallel processes; byte-identical for identical shards.
+Records are made column-wise from a shard's Arrow table (:func:`records`): every text is
+JSON-escaped once (:func:`json_escape`, byte for byte what ``orjson.dumps`` writes) and the
+records are concatenations of escaped pieces, so a shard converts without a Python object per
+row. The files are written as a stream, one shard's records at a time (the assemble stage writes
+them while it writes the shards; :func:`export` converts existing shards, in parallel processes),
+so 580k samples never sit in memory as one JSON document; byte-identical for identical shards.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO
 
+import numpy as np
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..instruct.columns import concat, parts_of, pick_strings, strings
 from ..instruct.presets import FINDINGS_QA, FINDINGS_QA_CODES, TASK_CODES
 from ..io import atomic_path
 from ..parallel import default_workers, process_pool
@@ -33,6 +42,10 @@ from .shards import shard_files
 
 EXPORT_COLUMNS = ["sample_id", "task", "task_mode", "dicom_id", "image_path", "messages", "output"]
 LLAVA_IMAGE = "<image>. "
+#: JSON escapes orjson writes: the two short ones first (the backslash before anything adds one)
+_ESCAPES = [("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"), ("\b", "\\b"),
+            ("\f", "\\f")] + [(chr(c), f"\\u{c:04x}") for c in range(0x20) if chr(c) not in "\n\r\t\b\f"]
+_NEEDS_ESCAPE = '[\\\\"\\x00-\\x1f]'
 
 
 def task_code(task: str, task_mode: str | None) -> str:
@@ -41,51 +54,165 @@ def task_code(task: str, task_mode: str | None) -> str:
     return TASK_CODES[task]
 
 
-def llava_record(row: dict[str, Any], conv: Conversation) -> dict[str, Any]:
-    turns = []
-    for i, msg in enumerate(row["messages"]):
-        value = msg["content"]
-        if i == 0 and value.startswith(conv.image_prefix):
-            value = LLAVA_IMAGE + value[len(conv.image_prefix):]
-        turns.append({"from": "human" if msg["role"] == "user" else "gpt", "value": value})
-    return {"id": row["dicom_id"], "image": row["image_path"], "conversations": turns,
-            "task_type": task_code(row["task"], row["task_mode"])}
+def json_escape(values: pa.Array) -> pa.Array:
+    """Each string as it appears between the quotes of its JSON form (``orjson.dumps``): only the
+    rows with a quote, backslash or control character are rewritten."""
+    values = strings(values)
+    rows = np.flatnonzero(np.asarray(pc.fill_null(pc.match_substring_regex(values, _NEEDS_ESCAPE), False)
+                                     .to_numpy(zero_copy_only=False), dtype=bool))
+    if not len(rows):
+        return values
+    changed = values.take(pa.array(rows))
+    present = set(np.unique(np.frombuffer(changed.buffers()[2], dtype=np.uint8)).tolist())
+    for char, escaped in _ESCAPES:
+        if ord(char) in present:
+            changed = pc.replace_substring(changed, char, escaped)
+    rest = np.ones(len(values), dtype=bool)
+    rest[rows] = False
+    order = np.concatenate([np.flatnonzero(rest), rows])
+    inverse = np.empty(len(values), dtype=np.int64)
+    inverse[order] = np.arange(len(order))
+    return pa.concat_arrays([values.filter(pa.array(rest)), changed]).take(pa.array(inverse))
 
 
-def flat_record(row: dict[str, Any], conv: Conversation) -> dict[str, Any]:
-    return {"instruction": conv.render(row["messages"][:-1]), "input": "", "output": row["output"],
-            "dicom": row["dicom_id"]}
+def _esc(text: str) -> str:
+    return orjson.dumps(text).decode()[1:-1]
 
 
-EXPORTS: dict[str, Callable[[dict[str, Any], Conversation], dict[str, Any]]] = {
-    "llava": llava_record, "flat": flat_record}
+def _quoted(values: pa.Array) -> pa.Array:
+    """JSON string values (``null`` for nulls)."""
+    return pc.fill_null(concat('"', json_escape(values), '"'), "null")
 
 
-def _shard_rows(path: Path) -> Iterator[dict[str, Any]]:
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096, columns=EXPORT_COLUMNS):
-        yield from batch.to_pylist()
+def _codes(table: pa.Table) -> pa.Array:
+    pairs = pa.table({"task": table.column("task"), "mode": pc.fill_null(table.column("task_mode"), "")})
+    distinct = pairs.group_by(["task", "mode"], use_threads=False).aggregate([])
+    codes = [task_code(t, m or None) for t, m in zip(distinct.column("task").to_pylist(), distinct.column("mode").to_pylist())]
+    keys = pc.binary_join_element_wise(distinct.column("task"), distinct.column("mode"), "\x1f")
+    at = pc.index_in(pc.binary_join_element_wise(pairs.column("task"), pairs.column("mode"), "\x1f"), value_set=keys)
+    return pick_strings(codes, np.asarray(at.to_numpy(zero_copy_only=False), dtype=np.int64))
 
 
-def write_records(shard: Path, parts: Mapping[str, Path], conversation: Conversation) -> int:
-    """The records of one shard, for every ``kind -> part file``, comma-separated (no brackets)."""
-    count = 0
-    with ExitStack() as stack:
-        handles = [(stack.enter_context(open(part, "wb")), EXPORTS[kind]) for kind, part in parts.items()]
-        for row in _shard_rows(shard):
-            for fh, convert in handles:
+def _rows_of(offsets: np.ndarray) -> np.ndarray:
+    return np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+
+
+@dataclass(frozen=True)
+class Turns:
+    """A shard's ``messages`` taken apart, contents JSON-escaped once for every export."""
+
+    offsets: np.ndarray
+    roles: pa.Array
+    escaped: pa.Array
+
+    @classmethod
+    def of(cls, table: pa.Table) -> Turns:
+        offsets, roles, contents = parts_of(table.column("messages"))
+        return cls(offsets, roles, json_escape(contents))
+
+
+def llava_records(table: pa.Table, conv: Conversation, turns: Turns) -> pa.Array:
+    offsets, roles, values = turns.offsets, turns.roles, turns.escaped
+    first = np.zeros(len(values), dtype=bool)
+    first[offsets[:-1][np.diff(offsets) > 0]] = True
+    # the first turn's image slot becomes LLaVA's (escaping keeps prefixes: compare escaped texts)
+    prefix = _esc(conv.image_prefix)
+    slot, rest = pa.array(first), values
+    if prefix:
+        slot = pc.and_(slot, pc.starts_with(values, prefix))
+        rest = pc.utf8_slice_codeunits(values, len(prefix))  # counts code points, as len() does
+    values = pc.if_else(slot, concat(_esc(LLAVA_IMAGE), rest), values)
+    speaker = pc.if_else(pc.equal(roles, "user"), '{"from":"human","value":"', '{"from":"gpt","value":"')
+    turns = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), concat(speaker, values, '"}'))
+    return concat('{"id":', _quoted(table.column("dicom_id")), ',"image":', _quoted(table.column("image_path")),
+                  ',"conversations":[', pc.binary_join(turns, ","), '],"task_type":', _quoted(_codes(table)), "}")
+
+
+def flat_records(table: pa.Table, conv: Conversation, turns: Turns) -> pa.Array:
+    """The instruction is :meth:`Conversation.render` of all turns but the last, built from the
+    escaped turns: a user turn ``USER: <content><sep>``, an assistant turn ``ASSISTANT: <content>
+    <sep2>``, after the system prompt, ending ``ASSISTANT:`` where the last kept turn is the user's."""
+    offsets, roles, contents = turns.offsets, turns.roles, turns.escaped
+    n = len(offsets) - 1
+    lengths = np.diff(offsets)
+    kept = (np.arange(len(contents)) - offsets[:-1][_rows_of(offsets)]) < lengths[_rows_of(offsets)] - 1
+    roles, contents = roles.filter(pa.array(kept)), contents.filter(pa.array(kept))
+    unknown = pc.invert(pc.is_in(roles, value_set=pa.array(["user", "assistant"])))
+    if pc.any(unknown).as_py():
+        raise ValueError(f"unknown role {pc.filter(roles, unknown)[0].as_py()!r} (expected user or assistant)")
+    user = pc.equal(roles, "user")
+    pieces = concat(pc.if_else(user, _esc(f"{conv.user}: "), _esc(f"{conv.assistant}: ")), contents,
+                    pc.if_else(user, _esc(conv.sep), _esc(conv.sep2)))
+    kept_lengths = np.maximum(lengths - 1, 0)
+    kept_offsets = np.concatenate([[0], np.cumsum(kept_lengths)]).astype(np.int32)
+    last_user = np.zeros(n, dtype=bool)
+    has = kept_lengths > 0
+    last_user[has] = np.asarray(user.to_numpy(zero_copy_only=False), dtype=bool)[kept_offsets[1:][has] - 1]
+    open_turn = pa.array(~has | last_user)
+    body = pc.binary_join(pa.ListArray.from_arrays(pa.array(kept_offsets), pieces), "")
+    instruction = concat(_esc(conv.system + conv.sep), body, pc.if_else(open_turn, _esc(f"{conv.assistant}:"), ""))
+    return concat('{"instruction":"', instruction, '","input":"","output":', _quoted(table.column("output")),
+                  ',"dicom":', _quoted(table.column("dicom_id")), "}")
+
+
+EXPORTS: dict[str, Callable[[pa.Table, Conversation, Turns], pa.Array]] = {"llava": llava_records,
+                                                                             "flat": flat_records}
+
+
+def records(kind: str, table: pa.Table, conversation: Conversation, turns: Turns | None = None) -> pa.Array:
+    """The JSON text of every row of ``table`` (columns :data:`EXPORT_COLUMNS`) for export ``kind``."""
+    if table.num_rows == 0:
+        return pa.array([], pa.string())
+    return EXPORTS[kind](table, conversation, turns or Turns.of(table))
+
+
+def _write_joined(fh: BinaryIO, values: pa.Array, separator: bytes) -> None:
+    """The strings of ``values`` joined by ``separator``, written straight from the Arrow buffer."""
+    if not len(values):
+        return
+    joined = concat(values, separator.decode()) if len(values) > 1 else values
+    buffers = joined.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int32, count=len(joined) + 1, offset=joined.offset * 4)
+    end = int(offsets[-1]) - (len(separator) if len(values) > 1 else 0)
+    fh.write(memoryview(buffers[2])[int(offsets[0]):end])
+
+
+def write_records(table: pa.Table, parts: Mapping[str, Path], conversation: Conversation) -> int:
+    """The records of ``table`` (one shard) for every ``kind -> part file``, comma-separated (no
+    brackets); returns the row count."""
+    turns = Turns.of(table) if table.num_rows else None
+    for kind, part in parts.items():
+        with open(part, "wb") as fh:
+            _write_joined(fh, records(kind, table, conversation, turns), b",\n")
+    return table.num_rows
+
+
+def write_shard_records(shard: Path, parts: Mapping[str, Path], conversation: Conversation) -> int:
+    return write_records(pq.read_table(shard, columns=EXPORT_COLUMNS), parts, conversation)
+
+
+def join_parts(kinds: Mapping[str, Path], parts: Sequence[Mapping[str, Path]], counts: Sequence[int]) -> None:
+    """Each export file from its part files in order: ``[``, the parts joined by ``,``, ``]``;
+    each file appears atomically."""
+    for kind, target in kinds.items():
+        with atomic_path(target) as out, open(out, "wb") as fh:
+            fh.write(b"[")
+            written = 0
+            for part, count in zip(parts, counts):
                 if count:
-                    fh.write(b",\n")
-                fh.write(orjson.dumps(convert(row, conversation)))
-            count += 1
-    return count
+                    fh.write(b",\n" if written else b"\n")
+                    with open(part[kind], "rb") as src:
+                        shutil.copyfileobj(src, fh, 1 << 22)
+                    written += count
+            fh.write(b"\n]\n" if written else b"]\n")
 
 
 def export(kinds: Mapping[str, Path], version_dir: Path, splits: Iterable[str], *, workers: int | None = None,
            conversation: Conversation | None = None) -> int:
     """Write the exports ``kind -> path`` of ``splits`` (one read of the shards for all kinds), with
-    ``conversation`` (default: the packaged one); returns the record count. Shards are converted in parallel by up to ``workers`` processes
-    (default: CPU count, at most 8; see :mod:`..parallel`) into part files that are then joined in shard order, so the
-    bytes do not depend on the number of workers; each export appears atomically."""
+    ``conversation`` (default: the packaged one); returns the record count. Shards are converted
+    by up to ``workers`` processes (default: CPU count, at most 8; see :mod:`..parallel`) into part
+    files joined in shard order, so the bytes do not depend on the number of workers."""
     shards = [path for split in splits for path in shard_files(version_dir, split)]
     conversation = conversation or load_conversation()
     workers = default_workers(len(shards)) if workers is None else workers
@@ -95,18 +222,31 @@ def export(kinds: Mapping[str, Path], version_dir: Path, splits: Iterable[str], 
         parts = [{kind: Path(tmp, f"{i:05d}.{kind}") for kind in kinds} for i in range(len(shards))]
         if workers > 1:
             with process_pool(workers) as pool:
-                counts = list(pool.map(write_records, shards, parts, [conversation] * len(shards)))
+                counts = list(pool.map(write_shard_records, shards, parts, [conversation] * len(shards)))
         else:
-            counts = [write_records(shard, part, conversation) for shard, part in zip(shards, parts)]
-        for kind, target in kinds.items():
-            with atomic_path(target) as out, open(out, "wb") as fh:
-                fh.write(b"[")
-                written = 0
-                for part, count in zip(parts, counts):
-                    if count:
-                        fh.write(b",\n" if written else b"\n")
-                        with open(part[kind], "rb") as src:
-                            shutil.copyfileobj(src, fh, 1 << 22)
-                        written += count
-                fh.write(b"\n]\n" if written else b"]\n")
+            counts = [write_shard_records(shard, part, conversation) for shard, part in zip(shards, parts)]
+        join_parts(kinds, parts, counts)
     return sum(counts)
+
+
+class ExportWriter:
+    """Export parts written shard by shard while the shards are made (the assemble stage), joined
+    into the export files by :meth:`finish`."""
+
+    def __init__(self, kinds: Mapping[str, Path], conversation: Conversation, stack: ExitStack):
+        self.kinds, self.conversation = dict(kinds), conversation
+        first = next(iter(self.kinds.values()))
+        first.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=first.parent, prefix=".export-")))
+        self.parts: list[dict[str, Path]] = []
+        self.counts: list[int] = []
+
+    def add(self, table: pa.Table) -> None:
+        part = {kind: self.tmp / f"{len(self.parts):05d}.{kind}" for kind in self.kinds}
+        self.counts.append(write_records(table.select(EXPORT_COLUMNS), part, self.conversation))
+        self.parts.append(part)
+
+    def finish(self) -> int:
+        join_parts(self.kinds, self.parts, self.counts)
+        return sum(self.counts)
+

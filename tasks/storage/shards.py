@@ -46,17 +46,23 @@ def shard_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
+def write_shard(table: pa.Table, folder: Path, index: int, *, row_group_size: int) -> tuple[str, dict]:
+    """Write shard ``index`` of a folder; returns its file name and {sha256, rows}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = write_parquet(table, folder / shard_name(index), row_group_size=row_group_size)
+    return path.name, {"sha256": sha256_file(path), "rows": table.num_rows}
+
+
 def write_split(table: pa.Table, folder: Path, *, rows_per_shard: int, row_group_size: int) -> dict[str, dict]:
     """Write one split's rows (ordered by sample_id) as shards; returns {file name: {sha256, rows}}."""
-    folder.mkdir(parents=True, exist_ok=True)
     table = table.take(pc.sort_indices(table, [("sample_id", "ascending")]))
     out: dict[str, dict] = {}
     for index, start in enumerate(range(0, max(table.num_rows, 1), rows_per_shard)):
         part = table.slice(start, rows_per_shard)
         if part.num_rows == 0 and index > 0:
             break
-        path = write_parquet(part, folder / shard_name(index), row_group_size=row_group_size)
-        out[path.name] = {"sha256": sha256_file(path), "rows": part.num_rows}
+        name, info = write_shard(part, folder, index, row_group_size=row_group_size)
+        out[name] = info
     return out
 
 
