@@ -31,8 +31,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import InputError
 from ..text.conversation import Conversation, load_conversation, params_conversation
@@ -43,6 +45,8 @@ from .models import ModelRef, model_ref
 
 HASH_VERSION = 1
 PLAN_COLUMNS = ["sample_id", "template_version", "gen_messages"]
+_PLAN_PART = pa.schema([("sample_id", pa.string()), ("template_version", pa.string()),
+                        ("gen_messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())])))])
 
 
 @dataclass(frozen=True)
@@ -70,17 +74,60 @@ def conversation_id(conversation: Conversation) -> str:
     return f"{conversation.name}@{conversation.version}"
 
 
-def request_hash(settings: RequestSettings, prompt: str, template_version: str,
-                 conversation: Conversation | None = None) -> str:
-    conversation = conversation or load_conversation()
+def _payload(settings: RequestSettings, prompt: str, template_version: str, conversation: Conversation) -> str:
     payload = {
         "v": HASH_VERSION, "model": settings.model, "revision": settings.revision,
         "sampling": settings.sampling.to_json(), "seed": int(settings.seed),
         "template_version": str(template_version), "conversation": conversation_id(conversation),
         "prompt": prompt,
     }
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def request_hash(settings: RequestSettings, prompt: str, template_version: str,
+                 conversation: Conversation | None = None) -> str:
+    text = _payload(settings, prompt, template_version, conversation or load_conversation())
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _column_hashes(plan: pa.Table, settings: RequestSettings, conversation: Conversation) -> list[str | None]:
+    """:func:`request_hash` of every row with ``gen_messages``, column-wise: the prompts rendered
+    and JSON-escaped as arrays, put between the constant parts of the payload text (the payload
+    of :func:`_payload` cut at two placeholder values), then one SHA-256 per row."""
+    from ..instruct.columns import concat, json_escape, lengths_of, parts_of, render_conversations
+
+    replay = pc.indices_nonzero(plan.column("gen_messages").is_valid())
+    rows = plan.select(["sample_id", "template_version", "gen_messages"]).take(replay)
+    offsets, roles, _ = parts_of(rows.column("gen_messages"))
+    lengths = lengths_of(rows.column("gen_messages"))
+    last_user = np.zeros(len(lengths), dtype=bool)
+    last_user[lengths > 0] = np.asarray(pc.equal(roles, "user").to_numpy(zero_copy_only=False),
+                                        dtype=bool)[offsets[1:][lengths > 0] - 1]
+    for bad, problem, expected in ((~last_user, "gen_messages must end with a user turn",
+                                    "the conversation the generator answers"),
+                                   (np.asarray(rows.column("template_version").is_null().to_numpy(zero_copy_only=False),
+                                               dtype=bool), "a replay row has no template_version", None)):
+        if bad.any():
+            raise InputError("plan", problem, record=str(rows.column("sample_id")[int(np.argmax(bad))].as_py()),
+                             expected=expected)
+    head, middle, tail = _placeholder_parts(settings, conversation)
+    texts = concat(head, json_escape(render_conversations(rows.column("gen_messages"), conversation)), middle,
+                   json_escape(rows.column("template_version")), tail)
+    data, ends = texts.buffers()[2], np.frombuffer(texts.buffers()[1], dtype=np.int32, count=len(texts) + 1,
+                                                     offset=texts.offset * 4)
+    view, sha = memoryview(data) if data is not None else memoryview(b""), hashlib.sha256
+    hashes = [sha(view[a:b]).hexdigest() for a, b in zip(ends[:-1].tolist(), ends[1:].tolist())]
+    out: list[str | None] = [None] * plan.num_rows
+    for i, h in zip(replay.to_pylist(), hashes):
+        out[i] = h
+    return out
+
+
+def _placeholder_parts(settings: RequestSettings, conversation: Conversation) -> tuple[str, str, str]:
+    """The payload text around its prompt and its template version (placeholders \x00, \x01)."""
+    text = _payload(settings, "\x00", "\x01", conversation)
+    prompt_at, version_at = text.index('"\\u0000"'), text.index('"\\u0001"')
+    return text[:prompt_at + 1], text[prompt_at + 7:version_at + 1], text[version_at + 7:]
 
 
 def _column(plan: pa.Table | pd.DataFrame, name: str) -> list[Any]:
@@ -127,8 +174,9 @@ def request_hashes(plan: pa.Table | pd.DataFrame, settings: RequestSettings | Ma
             raise TypeError("request_hashes(plan, params, wd): the work dir is needed with params")
         conversation = params_conversation(dict(settings))
         settings = request_settings(dict(settings), wd)
-    return [None if item is None else request_hash(settings, item[0], item[1], conversation)
-            for item in _rendered(plan, conversation)]
+    if not isinstance(plan, pa.Table):
+        plan = pa.Table.from_pandas(plan.reindex(columns=PLAN_COLUMNS), schema=_PLAN_PART, preserve_index=False)
+    return _column_hashes(plan, settings, conversation)
 
 
 def build_requests(plan: pa.Table | pd.DataFrame, settings: RequestSettings,

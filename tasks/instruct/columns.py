@@ -11,7 +11,6 @@ mapping, format specs or conversions in a template - the rows concerned take the
 from __future__ import annotations
 
 import string
-import sys
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -20,13 +19,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ...schemas.tables import MESSAGE_TYPE, MESSAGES
+from ..text.conversation import Conversation
 
 Text = pa.Array | pa.ChunkedArray | pd.Series
-#: every character ``str.split()`` / ``str.strip()`` treat as whitespace
-PY_WHITESPACE = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
+#: every character ``str.split()`` / ``str.strip()`` treat as whitespace (none lies above U+3000)
+PY_WHITESPACE = "".join(chr(c) for c in range(0x3001) if chr(c).isspace())
 _WHITESPACE_RUN = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in PY_WHITESPACE) + "]+"
 _HEX = np.array([f"{i:02x}".encode() for i in range(256)])
 USER, ASSISTANT = "user", "assistant"
+#: JSON string escapes (``json.dumps(..., ensure_ascii=False)`` and ``orjson`` write the same):
+#: the backslash first, since every other escape adds one
+_ESCAPES = [("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"), ("\b", "\\b"),
+            ("\f", "\\f")] + [(chr(c), f"\\u{c:04x}") for c in range(0x20) if chr(c) not in "\n\r\t\b\f"]
+_NEEDS_ESCAPE = '[\\\\"\\x00-\\x1f]'
 
 
 def strings(values: Text | Sequence[str | None] | str, n: int | None = None) -> pa.Array:
@@ -228,3 +233,45 @@ def append_turns(history: pa.ListArray | pa.ChunkedArray, *more: tuple[str, Text
     take = pa.array(index)
     return turns(new_offsets, pa.concat_arrays(pool_roles).take(take),
                  pa.concat_arrays([strings(c) for c in pool_contents]).take(take))
+
+
+def json_escape(values: Text) -> pa.Array:
+    """Each string as it appears between the quotes of its JSON form: only the rows with a quote,
+    backslash or control character are rewritten, and only for the characters they contain."""
+    values = strings(values)
+    rows = np.flatnonzero(np.asarray(pc.fill_null(pc.match_substring_regex(values, _NEEDS_ESCAPE), False)
+                                     .to_numpy(zero_copy_only=False), dtype=bool))
+    if not len(rows):
+        return values
+    changed = values.take(pa.array(rows))
+    present = set(np.unique(np.frombuffer(changed.buffers()[2], dtype=np.uint8)).tolist())
+    for char, escaped in _ESCAPES:
+        if ord(char) in present:
+            changed = pc.replace_substring(changed, char, escaped)
+    rest = np.flatnonzero(_not(rows, len(values)))
+    return scatter([values.take(pa.array(rest)), changed], [rest, rows], len(values))
+
+
+def render_conversations(messages: pa.ListArray | pa.ChunkedArray, conv: Conversation, *,
+                         drop_last: bool = False) -> pa.Array:
+    """:meth:`Conversation.render` of every row's turns (without its last turn with ``drop_last``),
+    the final ``ASSISTANT:`` included where the last rendered turn is the user's or there is none."""
+    offsets, roles, contents = parts_of(messages)
+    lengths = np.diff(offsets)
+    if drop_last:
+        owner = np.repeat(np.arange(len(lengths)), lengths)
+        keep = pa.array(np.arange(len(roles)) - offsets[:-1][owner] < lengths[owner] - 1)
+        roles, contents = roles.filter(keep), contents.filter(keep)
+        lengths = np.maximum(lengths - 1, 0)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+    unknown = pc.invert(pc.is_in(roles, value_set=pa.array([USER, ASSISTANT])))
+    if pc.any(unknown).as_py():
+        raise ValueError(f"unknown role {pc.filter(roles, unknown)[0].as_py()!r} (expected user or assistant)")
+    user = pc.equal(roles, USER)
+    pieces = concat(pc.if_else(user, f"{conv.user}: ", f"{conv.assistant}: "), contents,
+                    pc.if_else(user, conv.sep, conv.sep2))
+    body = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pieces), "")
+    last_user = np.zeros(len(lengths), dtype=bool)
+    has = lengths > 0
+    last_user[has] = np.asarray(user.to_numpy(zero_copy_only=False), dtype=bool)[offsets[1:][has] - 1]
+    return concat(conv.system + conv.sep, body, pc.if_else(pa.array(~has | last_user), f"{conv.assistant}:", ""))

@@ -272,15 +272,12 @@ def shard_table(part: pa.Table, index: RowIndex) -> pa.Table:
 
 def buckets(plan: pq.ParquetFile, index: RowIndex, folder: Path) -> dict[tuple[str, int], Path]:
     """Stream the plan into one Arrow file per shard (rows in plan order, with ``_row``)."""
-    destinations = pa.table({"folder": index.rows.column("folder"), "shard": index.rows.column("shard")})
-    keys = destinations.group_by(["folder", "shard"], use_threads=False).aggregate([])
-    names = [(f, s) for f, s in zip(keys.column("folder").to_pylist(), keys.column("shard").to_pylist()) if s >= 0]
-    paths = {key: folder / f"{key[0]}-{key[1]:05d}.arrow" for key in names}
-    code = {key: i for i, key in enumerate(names)}
-    bucket = np.full(index.rows.num_rows, -1, dtype=np.int64)
-    folders, shards = index.rows.column("folder").to_numpy(zero_copy_only=False), index.rows.column("shard").to_numpy()
-    for key, i in code.items():
-        bucket[(folders == key[0]) & (shards == key[1])] = i
+    folders = (*SPLIT_DIRS, EXCLUDED_DIR)
+    folder_code = _positions(pc.index_in(index.rows.column("folder"), value_set=pa.array(folders)))
+    shard = index.rows.column("shard").to_numpy()
+    width = int(shard.max()) + 1 if len(shard) else 1
+    bucket = np.where((folder_code >= 0) & (shard >= 0), folder_code * width + shard, -1)
+    paths = {b: folder / f"{folders[b // width]}-{b % width:05d}.arrow" for b in np.unique(bucket[bucket >= 0]).tolist()}
     columns = [c for c in CARRIED if c != "pipeline_version"]
     with ExitStack() as stack:
         writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
@@ -299,10 +296,10 @@ def buckets(plan: pq.ParquetFile, index: RowIndex, folder: Path) -> dict[tuple[s
                 if b < 0:
                     continue
                 if b not in writers:
-                    sink = stack.enter_context(pa.OSFile(str(paths[names[b]]), "wb"))
+                    sink = stack.enter_context(pa.OSFile(str(paths[b]), "wb"))
                     writers[b] = stack.enter_context(pa.ipc.new_stream(sink, sorted_group.schema))
                 writers[b].write_table(sorted_group.slice(lo, hi - lo))
-    return paths
+    return {(folders[b // width], b % width): path for b, path in paths.items()}
 
 
 def write_shards(plan: pq.ParquetFile, index: RowIndex, version_tmp: Path, cfg: AssembleConfig,

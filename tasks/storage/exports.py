@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..instruct.columns import concat, parts_of, pick_strings, strings
+from ..instruct.columns import concat, json_escape, parts_of, pick_strings, render_conversations
 from ..instruct.presets import FINDINGS_QA, FINDINGS_QA_CODES, TASK_CODES
 from ..io import atomic_path
 from ..parallel import default_workers, process_pool
@@ -42,37 +42,10 @@ from .shards import shard_files
 
 EXPORT_COLUMNS = ["sample_id", "task", "task_mode", "dicom_id", "image_path", "messages", "output"]
 LLAVA_IMAGE = "<image>. "
-#: JSON escapes orjson writes: the two short ones first (the backslash before anything adds one)
-_ESCAPES = [("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"), ("\b", "\\b"),
-            ("\f", "\\f")] + [(chr(c), f"\\u{c:04x}") for c in range(0x20) if chr(c) not in "\n\r\t\b\f"]
-_NEEDS_ESCAPE = '[\\\\"\\x00-\\x1f]'
-
-
 def task_code(task: str, task_mode: str | None) -> str:
     if task == FINDINGS_QA:
         return FINDINGS_QA_CODES.get(task_mode or "", "CPQA")
     return TASK_CODES[task]
-
-
-def json_escape(values: pa.Array) -> pa.Array:
-    """Each string as it appears between the quotes of its JSON form (``orjson.dumps``): only the
-    rows with a quote, backslash or control character are rewritten."""
-    values = strings(values)
-    rows = np.flatnonzero(np.asarray(pc.fill_null(pc.match_substring_regex(values, _NEEDS_ESCAPE), False)
-                                     .to_numpy(zero_copy_only=False), dtype=bool))
-    if not len(rows):
-        return values
-    changed = values.take(pa.array(rows))
-    present = set(np.unique(np.frombuffer(changed.buffers()[2], dtype=np.uint8)).tolist())
-    for char, escaped in _ESCAPES:
-        if ord(char) in present:
-            changed = pc.replace_substring(changed, char, escaped)
-    rest = np.ones(len(values), dtype=bool)
-    rest[rows] = False
-    order = np.concatenate([np.flatnonzero(rest), rows])
-    inverse = np.empty(len(values), dtype=np.int64)
-    inverse[order] = np.arange(len(order))
-    return pa.concat_arrays([values.filter(pa.array(rest)), changed]).take(pa.array(inverse))
 
 
 def _esc(text: str) -> str:
@@ -129,29 +102,9 @@ def llava_records(table: pa.Table, conv: Conversation, turns: Turns) -> pa.Array
 
 
 def flat_records(table: pa.Table, conv: Conversation, turns: Turns) -> pa.Array:
-    """The instruction is :meth:`Conversation.render` of all turns but the last, built from the
-    escaped turns: a user turn ``USER: <content><sep>``, an assistant turn ``ASSISTANT: <content>
-    <sep2>``, after the system prompt, ending ``ASSISTANT:`` where the last kept turn is the user's."""
-    offsets, roles, contents = turns.offsets, turns.roles, turns.escaped
-    n = len(offsets) - 1
-    lengths = np.diff(offsets)
-    kept = (np.arange(len(contents)) - offsets[:-1][_rows_of(offsets)]) < lengths[_rows_of(offsets)] - 1
-    roles, contents = roles.filter(pa.array(kept)), contents.filter(pa.array(kept))
-    unknown = pc.invert(pc.is_in(roles, value_set=pa.array(["user", "assistant"])))
-    if pc.any(unknown).as_py():
-        raise ValueError(f"unknown role {pc.filter(roles, unknown)[0].as_py()!r} (expected user or assistant)")
-    user = pc.equal(roles, "user")
-    pieces = concat(pc.if_else(user, _esc(f"{conv.user}: "), _esc(f"{conv.assistant}: ")), contents,
-                    pc.if_else(user, _esc(conv.sep), _esc(conv.sep2)))
-    kept_lengths = np.maximum(lengths - 1, 0)
-    kept_offsets = np.concatenate([[0], np.cumsum(kept_lengths)]).astype(np.int32)
-    last_user = np.zeros(n, dtype=bool)
-    has = kept_lengths > 0
-    last_user[has] = np.asarray(user.to_numpy(zero_copy_only=False), dtype=bool)[kept_offsets[1:][has] - 1]
-    open_turn = pa.array(~has | last_user)
-    body = pc.binary_join(pa.ListArray.from_arrays(pa.array(kept_offsets), pieces), "")
-    instruction = concat(_esc(conv.system + conv.sep), body, pc.if_else(open_turn, _esc(f"{conv.assistant}:"), ""))
-    return concat('{"instruction":"', instruction, '","input":"","output":', _quoted(table.column("output")),
+    """The instruction is :meth:`Conversation.render` of all turns but the last."""
+    instruction = _quoted(render_conversations(table.column("messages"), conv, drop_last=True))
+    return concat('{"instruction":', instruction, ',"input":"","output":', _quoted(table.column("output")),
                   ',"dicom":', _quoted(table.column("dicom_id")), "}")
 
 
@@ -230,23 +183,28 @@ def export(kinds: Mapping[str, Path], version_dir: Path, splits: Iterable[str], 
 
 
 class ExportWriter:
-    """Export parts written shard by shard while the shards are made (the assemble stage), joined
-    into the export files by :meth:`finish`."""
+    """Export files written shard by shard while the shards are made (the assemble stage): each
+    file is opened under a temporary name, gets every shard's records as they come, and is
+    renamed into place by :meth:`finish` (and removed if the stage fails first)."""
 
     def __init__(self, kinds: Mapping[str, Path], conversation: Conversation, stack: ExitStack):
-        self.kinds, self.conversation = dict(kinds), conversation
-        first = next(iter(self.kinds.values()))
-        first.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=first.parent, prefix=".export-")))
-        self.parts: list[dict[str, Path]] = []
-        self.counts: list[int] = []
+        self.conversation = conversation
+        self.files = {kind: stack.enter_context(open(stack.enter_context(atomic_path(target)), "wb"))
+                      for kind, target in kinds.items()}
+        self.count = 0
 
     def add(self, table: pa.Table) -> None:
-        part = {kind: self.tmp / f"{len(self.parts):05d}.{kind}" for kind in self.kinds}
-        self.counts.append(write_records(table.select(EXPORT_COLUMNS), part, self.conversation))
-        self.parts.append(part)
+        if not table.num_rows:
+            return
+        turns = Turns.of(table)
+        for kind, fh in self.files.items():
+            fh.write(b",\n" if self.count else b"[\n")
+            _write_joined(fh, records(kind, table, self.conversation, turns), b",\n")
+        self.count += table.num_rows
 
     def finish(self) -> int:
-        join_parts(self.kinds, self.parts, self.counts)
-        return sum(self.counts)
-
+        """Close the lists; the files are renamed into place when the stage's ``with`` block ends."""
+        for fh in self.files.values():
+            fh.write(b"\n]\n" if self.count else b"[]\n")
+            fh.flush()
+        return self.count
