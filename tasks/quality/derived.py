@@ -1,9 +1,10 @@
 """Per-row properties of a shard's nested columns, computed on Arrow arrays without Python loops.
 
-GX cannot look inside list / struct columns, and handing it those columns is slow (it pickles a
-frame with unhashable cells to fingerprint it), so the validate stage gives GX a flat frame: the
-shard's scalar columns, a presence marker (True / null) for every nested column, and the columns
-computed here:
+GX cannot look inside list / struct columns, and its pandas engine copies the frame for every
+conditional expectation and hashes it once per run, so the validate stage gives GX a compact flat
+frame (:func:`flat_frame`): a presence marker (True / null) for every column the suites only check
+for nulls (the nested ones, the texts, the paths), categoricals for the value-checked columns with
+few values, ``sample_id`` and ``split`` as strings, and the columns computed here:
 
 * ``messages_ok`` — at least one turn, an even number of turns alternating user / assistant from a
   user turn, every turn present with a non-blank content;
@@ -12,7 +13,8 @@ computed here:
 * ``answer_equals_output`` — the last turn is the assistant's and its content is ``output``;
 * ``has_generation`` — the generation struct is present with every field set;
 * ``audit_verdict`` — the audit struct's verdict (null when there is none);
-* ``review_decision`` — the human decision of the ``review`` struct ("none" when there is none).
+* ``review_decision`` — the human decision of the ``review`` struct ("none" when there is none);
+* ``instruction_chars`` / ``output_chars`` — the texts' lengths in characters (NaN when null).
 
 A column that is missing or has the wrong type counts as null in every row, so a broken shard still
 gets every check (and the schema check names the cause).
@@ -148,25 +150,45 @@ def review_decision(table: pa.Table) -> pa.Array:
     return pc.fill_null(pc.struct_field(table.column("review").combine_chunks(), "decision"), "none")
 
 
+#: value-checked string columns with few distinct values (categoricals: cheap for GX to filter)
+CATEGORIES = ("task", "task_mode", "context_mode")
+#: string columns the suites compare as values
+STRINGS = ("sample_id", "split")
+
+
+def _marker(column: pa.ChunkedArray | pa.Array) -> pd.Series:
+    return pd.Series(np.where(_bool(column.is_valid()), True, None), dtype=object)
+
+
+def _lengths(values: pa.Array) -> np.ndarray:
+    """Characters per string (NaN for nulls)."""
+    return pc.utf8_length(values).to_numpy(zero_copy_only=False).astype(float)
+
+
 def flat_frame(table: pa.Table, shard_split: str) -> pd.DataFrame:
-    """The frame GX validates: scalar columns, presence markers for nested ones, the derived columns."""
-    flat = table.select([f.name for f in table.schema if not pa.types.is_nested(f.type)])
-    scalar = flat.to_pandas()
-    # object columns: GX filters the frame once per conditional check, and numpy takes of object
-    # pointers are far cheaper than the Arrow takes of pandas' Arrow-backed string columns
-    scalar = scalar.astype({f.name: object for f in flat.schema if pa.types.is_string(f.type)})
+    """The frame GX validates: the shard's columns in its order (values, categoricals or presence
+    markers, see the module docstring), then the derived columns."""
+    columns: dict[str, pd.Series] = {}
     for field in table.schema:
-        if pa.types.is_nested(field.type):
-            present = table.column(field.name).is_valid().to_numpy(zero_copy_only=False)
-            scalar[field.name] = pd.Series(np.where(present, True, None), dtype=object)
-    scalar = scalar[table.column_names]
+        column = table.column(field.name)
+        if field.name in STRINGS and pa.types.is_string(field.type):
+            columns[field.name] = pd.Series(column.to_pylist(), dtype=object)
+        elif field.name in CATEGORIES and pa.types.is_string(field.type):
+            columns[field.name] = column.dictionary_encode().to_pandas().reset_index(drop=True)
+        elif pa.types.is_boolean(field.type):
+            columns[field.name] = pd.Series(column.to_numpy(zero_copy_only=False))
+        else:
+            columns[field.name] = _marker(column)
     messages, history = Turns.of(table, "messages"), Turns.of(table, "history")
-    return scalar.assign(
-        shard_split=shard_split,
-        messages_ok=messages_ok(messages),
-        turns_match=turns_match(messages, history, _string(table, "instruction")),
-        answer_equals_output=answer_equals_output(messages, _string(table, "output")),
-        has_generation=has_generation(table),
-        audit_verdict=pd.Series(audit_verdict(table).to_pylist(), dtype=object),
-        review_decision=pd.Series(review_decision(table).to_pylist(), dtype=object),
-    )
+    instruction, output = _string(table, "instruction"), _string(table, "output")
+    derived = {
+        "shard_split": pd.Series([shard_split] * table.num_rows, dtype=object),
+        "messages_ok": messages_ok(messages),
+        "turns_match": turns_match(messages, history, instruction),
+        "answer_equals_output": answer_equals_output(messages, output),
+        "has_generation": has_generation(table),
+        "audit_verdict": audit_verdict(table).dictionary_encode().to_pandas(),
+        "review_decision": review_decision(table).dictionary_encode().to_pandas(),
+        "instruction_chars": _lengths(instruction), "output_chars": _lengths(output),
+    }
+    return pd.DataFrame({**columns, **derived})

@@ -41,7 +41,7 @@ from ..instruct.presets import ALL_TASKS, REPLAY_TASKS
 
 #: Columns computed per shard before validation (see the module docstring).
 DERIVED = ("shard_split", "messages_ok", "turns_match", "answer_equals_output", "has_generation", "audit_verdict",
-           "review_decision")
+           "review_decision", "instruction_chars", "output_chars")
 REQUIRED = tuple(f.name for f in schemas.INSTRUCT_SAMPLE if not f.nullable)
 EXAMPLES = 5
 
@@ -111,7 +111,7 @@ def shard_checks(cfg: ValidateConfig, *, audited: bool, exclude_failed_audit: bo
     messages and the output length then apply to the rows with an answer."""
     gxe, Column = _gx().expectations, _gx().Column
     pseudo, other = Column("is_pseudo_label") == True, Column("is_pseudo_label") == False  # noqa: E712
-    answered = {"row_condition": Column("output") != ""} if empty_answers else {}
+    answered = {"row_condition": Column("output_chars") != 0} if empty_answers else {}
     checks: Checks = [
         ("columns are the row contract's", gxe.ExpectTableColumnsToMatchSet(
             column_set=list(schemas.INSTRUCT_SAMPLE.names) + list(DERIVED), exact_match=True)),
@@ -123,10 +123,10 @@ def shard_checks(cfg: ValidateConfig, *, audited: bool, exclude_failed_audit: bo
             column_A="split", column_B="shard_split")),
         ("context_mode is known", gxe.ExpectColumnValuesToBeInSet(column="context_mode", value_set=list(MODES))),
         ("sample_id unique in shard", gxe.ExpectColumnValuesToBeUnique(column="sample_id")),
-        ("instruction length in bounds", gxe.ExpectColumnValueLengthsToBeBetween(
-            column="instruction", min_value=1, max_value=cfg.max_instruction_chars)),
-        ("output length in bounds", gxe.ExpectColumnValueLengthsToBeBetween(
-            column="output", min_value=cfg.min_output_chars, max_value=cfg.max_output_chars, **answered)),
+        ("instruction length in bounds", gxe.ExpectColumnValuesToBeBetween(
+            column="instruction_chars", min_value=1, max_value=cfg.max_instruction_chars)),
+        ("output length in bounds", gxe.ExpectColumnValuesToBeBetween(
+            column="output_chars", min_value=cfg.min_output_chars, max_value=cfg.max_output_chars, **answered)),
         ("messages well formed", gxe.ExpectColumnValuesToBeInSet(column="messages_ok", value_set=[True], **answered)),
         ("messages = history + instruction + answer", gxe.ExpectColumnValuesToBeInSet(
             column="turns_match", value_set=[True])),
@@ -141,7 +141,7 @@ def shard_checks(cfg: ValidateConfig, *, audited: bool, exclude_failed_audit: bo
             column="generation", row_condition=other)),
     ]
     if empty_answers:
-        empty = Column("output") == ""
+        empty = Column("output_chars") == 0
         checks += [
             ("empty answers only on findings QA or pseudo labels", gxe.ExpectColumnValuesToBeInSet(
                 column="task", value_set=["findings_qa", *REPLAY_TASKS], row_condition=empty)),

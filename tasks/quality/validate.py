@@ -18,7 +18,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -51,6 +50,7 @@ from .expectations import (
 REPORT_JSON = "validation.json"
 REPORT_MD = "validation.md"
 ID_COLUMNS = ["sample_id", "study_id", "split", "task"]
+ID_SCHEMA = pa.schema([schemas.INSTRUCT_SAMPLE.field(name).with_nullable(True) for name in ID_COLUMNS])
 SHOWN_FAILURES = 5
 
 
@@ -72,6 +72,13 @@ def schema_problems(schema: pa.Schema) -> list[str]:
     problems += [f"{f.name} is {schema.field(f.name).type}, expected {f.type}" for f in expected
                  if f.name in schema.names and not schema.field(f.name).type.equals(f.type)]
     return problems
+
+
+def id_columns(table: pa.Table) -> pa.Table:
+    """The columns of :data:`ID_COLUMNS` (nulls where a shard lacks one or has another type)."""
+    return pa.table({f.name: table.column(f.name) if f.name in table.column_names
+                     and table.schema.field(f.name).type.equals(f.type) else pa.nulls(table.num_rows, f.type)
+                     for f in ID_SCHEMA})
 
 
 def manifest_problems(version_dir: Path, manifest: dict[str, Any]) -> list[str]:
@@ -115,15 +122,15 @@ def validate_version(version_dir: Path, cfg: ValidateConfig, *, exclude_failed_a
         for path in shard_files(version_dir, split):
             name = path.relative_to(version_dir).as_posix()
             table = pq.read_table(path)
-            frame = flat_frame(table, split)
-            result = validator.run("shard", frame)
+            result = validator.run("shard", flat_frame(table, split))
             problems = schema_problems(table.schema)
             shards[name] = {"rows": table.num_rows, "schema_problems": problems, **result.to_json()}
             shards[name]["success"] = result.success and not problems
-            ids.append(frame.reindex(columns=ID_COLUMNS))
+            ids.append(id_columns(table))
+            del table
     if not shards:
         raise InputError(version_dir, "no shards to validate", expected="train/validate/test part-*.parquet files")
-    ids_frame = pd.concat(ids, ignore_index=True)
+    ids_frame = pa.concat_tables(ids).to_pandas()
     counts = counts_frame(ids_frame, cfg, tasks)
     dataset: dict[str, SuiteResult] = {
         "ids": validator.run("ids", ids_frame[["sample_id"]]),
