@@ -13,6 +13,7 @@ answer and are kept as they are.
 from __future__ import annotations
 
 import pandas as pd
+import pyarrow as pa
 
 from ..hashing import draws, key_hashes
 
@@ -30,7 +31,7 @@ def balance_yes_no(frame: pd.DataFrame, seed: int, *, key: str = "sample_key", g
     binary = frame[yes_no].copy()
     binary["_answer"] = binary["answers"].map(lambda a: a[0] if len(a) == 1 else "other")
     binary = binary[binary["_answer"].isin(YES_NO)]
-    binary["_u"] = draws(seed, "rad_restruct_qa:balance", key_hashes(binary[key]))
+    binary["_u"] = draws(seed, "rad_restruct_qa:balance", key_hashes(pa.array(binary[key], pa.string()).to_pylist()))
     columns = list(group)
     binary = binary.sort_values([*columns, "_answer", "_u"], kind="stable")
     binary["_rank"] = binary.groupby([*columns, "_answer"]).cumcount()

@@ -12,13 +12,13 @@ drawn mode is stored per row (``context_mode``).
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..hashing import pick, ranked
+from ..hashing import pick, units
 from ..text.sentences import split_sentences
 
 MODES = ("full", "none", "partial")
@@ -31,11 +31,25 @@ def draw_modes(seed_draws: np.ndarray) -> np.ndarray:
 
 def partial_report(seed: int, key: str, report: str) -> str:
     """``report`` with floor(n/2) of its n sentences dropped (seeded by the row key)."""
-    sentences = split_sentences(report)
-    keep = math.ceil(len(sentences) / 2)
-    order = ranked(seed, "context:partial", [f"{key}#{i}" for i in range(len(sentences))])
-    kept = sorted(int(i) for i in order[:keep])
-    return " ".join(sentences[i] for i in kept)
+    return partial_reports(seed, [key], [report])[0].as_py()
+
+
+def partial_reports(seed: int, keys: Sequence[str], reports: Sequence[str | None]) -> pa.Array:
+    """:func:`partial_report` of many rows: sentences split per row, then every row's sentence
+    ranks drawn at once (``ranked`` over the keys ``<key>#<i>``: by draw, then position)."""
+    sentences = [split_sentences(r) for r in reports]
+    counts = np.fromiter((len(s) for s in sentences), dtype=np.int64, count=len(sentences))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    owner = np.repeat(np.arange(len(counts)), counts)
+    local = np.arange(int(counts.sum())) - starts[owner]
+    u = units(seed, "context:partial", [f"{key}#{i}" for key, n in zip(keys, counts.tolist()) for i in range(n)])
+    order = np.lexsort((local, u, owner))
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order)) - starts[owner[order]]
+    kept = rank < -(-counts // 2)[owner]
+    flat = pa.array([t for row in sentences for t in row], pa.string()).filter(pa.array(kept))
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(owner[kept], minlength=len(counts)))]).astype(np.int32)
+    return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), flat), " ")
 
 
 def contexts(seed: int, keys: pa.Array, modes: np.ndarray, reports: pa.Array) -> pa.Array:
@@ -46,8 +60,7 @@ def contexts(seed: int, keys: pa.Array, modes: np.ndarray, reports: pa.Array) ->
     shown = pc.if_else(pa.array(modes == "none"), pa.scalar(None, pa.string()), reports)
     if not len(partial):
         return shown
-    cut = pa.array([partial_report(seed, key, report) for key, report in
-                    zip(keys.take(partial).to_pylist(), reports.take(partial).to_pylist())], pa.string())
+    cut = partial_reports(seed, keys.take(partial).to_pylist(), reports.take(partial).to_pylist())
     rest = np.flatnonzero(modes != "partial")
     order = np.concatenate([rest, partial])
     inverse = np.empty(len(modes), dtype=np.int64)

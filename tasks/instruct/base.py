@@ -104,7 +104,7 @@ class BuildContext:
         return load_templates(task, self.templates_dir)
 
     def draw(self, purpose: str, keys: Keys | Sequence[str] | pd.Series) -> np.ndarray:
-        return draws(self.seed, purpose, keys.hashes if isinstance(keys, Keys) else key_hashes(list(keys)))
+        return draws(self.seed, purpose, (keys if isinstance(keys, Keys) else Keys.of(keys)).hashes)
 
     def variant_choice(self, task: str, mode: str, keys: Keys) -> np.ndarray:
         """One instruction variant index per key, drawn from (seed, task, mode, key)."""
@@ -198,6 +198,15 @@ def finish(meta: dict[str, Any], *, task: str, ctx: BuildContext, keys: Keys, hi
         "template_version": ctx.templates(task).version, "gen_messages": gen_messages,
     }
     return pa.Table.from_arrays([column(columns[f.name], n, f.type) for f in PLAN], schema=PLAN)
+
+
+def by_key(rows: pd.DataFrame, keys: Keys) -> tuple[pd.DataFrame, Keys]:
+    """``rows`` and ``keys`` in key order: the plan's order within a task, so that the task's
+    columns are built in their final order."""
+    order = np.asarray(pc.sort_indices(keys.values).to_numpy(), dtype=np.int64)
+    if (order == np.arange(len(order))).all():
+        return rows, keys
+    return rows.iloc[order], keys.take(order)
 
 
 def keyed(task: str, *parts: pd.Series | str) -> Keys:

@@ -154,8 +154,11 @@ def render(texts: Sequence[str], choice: np.ndarray, **slots: Text | str) -> pa.
     """Row i gets ``texts[choice[i]].format(**slots of row i)``: each template is rendered once,
     over all the rows that drew it."""
     n = len(choice)
+    drawn = np.unique(choice)
+    if len(drawn) == 1:
+        return format_rows(texts[int(drawn[0])], {k: v if isinstance(v, str) else strings(v) for k, v in slots.items()}, n)
     parts, positions = [], []
-    for k in np.unique(choice):
+    for k in drawn:
         rows = np.flatnonzero(choice == k)
         sub = {name: v if isinstance(v, str) else strings(v).take(rows) for name, v in slots.items()}
         parts.append(format_rows(texts[int(k)], sub, len(rows)))

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from ..labeling.conditions import FINDINGS
 from ..text.sentences import join_names
-from .base import BuildContext, Keys, column, finish, keyed, mimic_meta, report_history
+from .base import BuildContext, Keys, by_key, column, finish, keyed, mimic_meta, report_history
 from .columns import ASSISTANT, USER, concat, pick_strings, scatter, strings, turns
 from .fidelity import condition_name
 from .inputs import PlanInputs, positive_mask
@@ -128,6 +128,7 @@ def generator_prompts(gen: dict[str, str], add: np.ndarray, remove: np.ndarray, 
 
 def build(ctx: BuildContext, inputs: PlanInputs) -> pa.Table:
     rows = inputs.part(TASK)
+    rows, keys = by_key(rows, keyed(TASK, rows["dicom_id"]))
     if inputs.predictions is not None:
         predicted = from_predictions(rows, inputs.predictions)
     else:
@@ -138,8 +139,8 @@ def build(ctx: BuildContext, inputs: PlanInputs) -> pa.Table:
     inputs.notes["correction_candidates"] = len(rows)
     inputs.notes["correction_dropped_no_error"] = int((~usable).sum())
     rows, predicted, add, remove = rows[usable], predicted.filter(usable), add[usable], remove[usable]
+    keys = keys.take(np.flatnonzero(usable))
     modes = np.where((add != 0) & (remove != 0), "both", np.where(add != 0, "add", "remove"))
-    keys = keyed(TASK, rows["dicom_id"])
     add_text, remove_text = name_lists(add, ctx.original), name_lists(remove, ctx.original)
     texts, template_ids, positions = [], [], []
     for mode in ("add", "remove", "both"):

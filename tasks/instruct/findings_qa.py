@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from ..hashing import pick
 from ..labeling.conditions import FINDINGS
-from .base import BuildContext, Keys, context_histories, findings_listing, finish, keyed, mimic_meta, user_turns
+from .base import BuildContext, Keys, by_key, context_histories, findings_listing, finish, keyed, mimic_meta, user_turns
 from .columns import pick_strings, scatter
 from .fidelity import condition_name, near_equal_blocks
 from .inputs import PlanInputs, positive_mask
@@ -42,7 +42,7 @@ def binary_questions(ctx: BuildContext, rows: pd.DataFrame, keys: Keys | pd.Seri
 
 def build(ctx: BuildContext, inputs: PlanInputs) -> pa.Table:
     rows = inputs.part(TASK)
-    keys = keyed(TASK, rows["dicom_id"])
+    rows, keys = by_key(rows, keyed(TASK, rows["dicom_id"]))
     u = ctx.draw(f"{TASK}:mode", keys)
     modes = near_equal_blocks(u, ["binary", "complete"]) if ctx.original else np.where(u < 0.5, "complete", "binary")
     history, context_modes = context_histories(ctx, TASK, keys, rows)

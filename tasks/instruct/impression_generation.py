@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from .base import BuildContext, context_histories, finish, keyed, mimic_meta, user_turns
+from .base import BuildContext, by_key, context_histories, finish, keyed, mimic_meta, user_turns
 from .inputs import PlanInputs
 from .presets import IMPRESSION_GENERATION
 
@@ -16,7 +16,7 @@ TASK = IMPRESSION_GENERATION
 def build(ctx: BuildContext, inputs: PlanInputs) -> pa.Table:
     rows = inputs.part(TASK)
     rows = rows[rows["has_impression"].fillna(False).astype(bool)]
-    keys = keyed(TASK, rows["dicom_id"])
+    rows, keys = by_key(rows, keyed(TASK, rows["dicom_id"]))
     asked = ctx.instructions(TASK, "default", keys)
     history, modes = context_histories(ctx, TASK, keys, rows)
     return finish(mimic_meta(rows, keys), task=TASK, ctx=ctx, keys=keys, history=history,

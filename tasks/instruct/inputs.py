@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..labeling.conditions import CONDITION_COLUMNS, FINDINGS, column
 from .base import BuildContext
@@ -36,13 +38,17 @@ class PlanInputs:
         return self.images[self.parts == task]
 
 
-def image_frame(reports: pd.DataFrame, images: pd.DataFrame, labels: pd.DataFrame,
-                splits: tuple[str, ...]) -> pd.DataFrame:
-    frame = images.loc[images["has_report"] & images["split"].isin(splits), IMAGE_COLUMNS]
-    frame = frame.merge(reports[REPORT_COLUMNS], on="study_id", how="left")
-    frame = frame.merge(labels[LABEL_COLUMNS], on="study_id", how="left")
-    frame["structured_findings"] = frame["structured_findings"].fillna("")
-    return frame.sort_values(["split", "subject_id", "study_id", "dicom_id"], kind="stable").reset_index(drop=True)
+def image_frame(reports: pa.Table, images: pa.Table, labels: pa.Table, splits: tuple[str, ...]) -> pd.DataFrame:
+    """The images with a report in ``splits`` joined with their report and labels (Arrow joins),
+    ordered by split, subject, study and image."""
+    keep = pc.and_(images.column("has_report"), pc.is_in(images.column("split"), value_set=pa.array(splits)))
+    frame = images.filter(keep).select(IMAGE_COLUMNS)
+    frame = frame.join(reports.select(REPORT_COLUMNS), "study_id", join_type="left outer", use_threads=False)
+    frame = frame.join(labels.select(LABEL_COLUMNS), "study_id", join_type="left outer", use_threads=False)
+    frame = frame.sort_by([(name, "ascending") for name in ("split", "subject_id", "study_id", "dicom_id")])
+    out = frame.to_pandas()
+    out["structured_findings"] = out["structured_findings"].fillna("")
+    return out
 
 
 def positive_mask(frame: pd.DataFrame, conditions: tuple[str, ...] = FINDINGS) -> np.ndarray:

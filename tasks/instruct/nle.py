@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .base import BuildContext, finish, keyed, mimic_meta, report_history
+from .base import BuildContext, by_key, finish, keyed, mimic_meta, report_history
 from .columns import collapse_whitespace, concat, strings, strip
 from .fidelity import condition_name
 from .inputs import PlanInputs, representative_images
@@ -48,7 +48,7 @@ def build(ctx: BuildContext, inputs: PlanInputs) -> pa.Table:
     images = representative_images(inputs.images[inputs.images["has_findings"].fillna(False).astype(bool)])
     rows = nle[["sentence_id", "study_id", "nle", "diagnoses"]].merge(images, on="study_id", how="inner")
     rows = rows.sort_values("sentence_id", kind="stable").reset_index(drop=True)
-    keys = keyed(TASK, rows["sentence_id"])
+    rows, keys = by_key(rows, keyed(TASK, rows["sentence_id"]))
     diagnoses = pa.array(rows["diagnoses"], pa.list_(pa.string()))
     asked = ctx.instructions(TASK, "default", keys, conditions=joined_names(diagnoses, ctx.original))
     sentences = strings(rows["nle"])

@@ -108,8 +108,8 @@ def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
 
 
 def load_inputs(ctx: BuildContext, wd: Workdir) -> PlanInputs:
-    tables = {name: read_parquet(wd.table(name)).to_pandas() for name in INPUT_TABLES}
-    images = image_frame(tables["reports"], tables["images"], tables["labels"], ctx.splits)
+    images = image_frame(*(read_parquet(wd.table(name)) for name in ("reports", "images", "labels")), ctx.splits)
+    tables = {name: read_parquet(wd.table(name)).to_pandas() for name in ("nle", "radrestruct_qa")}
     predictions = None  # without a predictions file the label stage writes an empty table
     if wd.table("prediction_labels").exists():
         predictions = read_parquet(wd.table("prediction_labels")).to_pandas()
@@ -126,7 +126,10 @@ def build_task(ctx: BuildContext, inputs: PlanInputs, task: str) -> pa.Table:
         table, dropped = fuse_rows(table)
         if dropped:
             inputs.notes[f"{task}_dropped_by_fuse_format"] = dropped
-    return table.take(pc.sort_indices(table.column("sample_key")))
+    keys = table.column("sample_key")
+    if table.num_rows > 1 and not pc.all(pc.less(keys[:-1], keys[1:])).as_py():  # builders order by key
+        table = table.take(pc.sort_indices(keys))
+    return table
 
 
 def tasks_of(ctx: BuildContext) -> list[str]:

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..augment.balancing import balance_yes_no
-from .base import BuildContext, Keys, finish, keyed
+from .base import BuildContext, Keys, by_key, finish, keyed
 from .columns import concat, format_rows, lengths_of, no_turns, scatter, strings
 from .inputs import PlanInputs
 from .presets import RAD_RESTRUCT_QA
@@ -56,7 +56,7 @@ def build(ctx: BuildContext, inputs: PlanInputs) -> pa.Table:
     inputs.notes.update({f"rad_restruct_{k}": v for k, v in stats.items()})
     rows = rows.reset_index(drop=True)
     n = len(rows)
-    keys = Keys.of(rows["sample_key"])
+    rows, keys = by_key(rows, Keys.of(rows["sample_key"]))
     modes = np.where(rows["answer_type"].to_numpy() == "multi_choice", "multi_choice", "single_choice")
     options = pc.binary_join(pa.array(rows["options"], pa.list_(pa.string())), ", ")
     questions = strings(rows["question"])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from .base import BuildContext, context_histories, finish, keyed, mimic_meta, user_turns
+from .base import BuildContext, by_key, context_histories, finish, keyed, mimic_meta, user_turns
 from .columns import USER, format_rows, pick_strings, turns
 from .inputs import PlanInputs
 
@@ -21,7 +21,7 @@ from .inputs import PlanInputs
 def build_report_replay(ctx: BuildContext, inputs: PlanInputs, task: str) -> pa.Table:
     rows = inputs.part(task)
     n = len(rows)
-    keys = keyed(task, rows["dicom_id"])
+    rows, keys = by_key(rows, keyed(task, rows["dicom_id"]))
     template = ctx.templates(task)
     asked = ctx.instructions(task, "default", keys)
     history, modes = context_histories(ctx, task, keys, rows)

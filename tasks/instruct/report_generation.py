@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ..labeling.conditions import CONDITIONS, NO_FINDING, column
-from .base import BuildContext, findings_listing, finish, keyed, mimic_meta, report_generation_prompts
+from .base import BuildContext, by_key, findings_listing, finish, keyed, mimic_meta, report_generation_prompts
 from .columns import no_turns
 from .inputs import PlanInputs, positive_mask
 from .presets import REPORT_GENERATION
@@ -22,7 +22,8 @@ TASK = REPORT_GENERATION
 
 
 def stratify(ctx: BuildContext, rows: pd.DataFrame) -> pd.DataFrame:
-    """Finding rows x epochs (train) plus the sampled no-finding rows, with ``epoch``/``stratum``."""
+    """Finding rows x epochs (train) plus the sampled no-finding rows, with ``epoch``/``stratum``
+    (in no particular order: the builder orders its rows by key)."""
     no_finding = rows[column(NO_FINDING)].to_numpy(dtype=float) == 1.0
     any_positive = positive_mask(rows, CONDITIONS).any(axis=1)
     finding = pd.Series(~no_finding & any_positive, index=rows.index)
@@ -40,12 +41,12 @@ def stratify(ctx: BuildContext, rows: pd.DataFrame) -> pd.DataFrame:
             out.append(rest.iloc[np.sort(order[:quota])].assign(epoch=0, stratum="no_finding"))
     if not out:
         return rows.iloc[:0].assign(epoch=0, stratum="")
-    return pd.concat(out).sort_values(["split", "subject_id", "study_id", "dicom_id", "epoch"], kind="stable")
+    return pd.concat(out)
 
 
 def build(ctx: BuildContext, inputs: PlanInputs) -> pa.Table:
     rows = stratify(ctx, inputs.images[inputs.images["has_findings"].fillna(False).astype(bool)])
-    keys = keyed(TASK, rows["dicom_id"], rows["epoch"])
+    rows, keys = by_key(rows, keyed(TASK, rows["dicom_id"], rows["epoch"]))
     template = ctx.templates(TASK)
     # the question names the positives as this project reads them, also in the original fidelity
     questions = report_generation_prompts(ctx, findings_listing(rows["structured_findings"], original=False))

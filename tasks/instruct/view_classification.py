@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from .base import BuildContext, context_histories, finish, keyed, mimic_meta, user_turns
+from .base import BuildContext, by_key, context_histories, finish, keyed, mimic_meta, user_turns
 from .columns import no_turns
 from .inputs import PlanInputs
 from .presets import VIEW_CLASSIFICATION
@@ -25,7 +25,7 @@ def build(ctx: BuildContext, inputs: PlanInputs) -> pa.Table:
     answers: dict[str, str] = template.extra["answers"]
     rows = inputs.part(TASK)
     rows = rows[rows["view_position"].isin(list(answers))]
-    keys = keyed(TASK, rows["dicom_id"])
+    rows, keys = by_key(rows, keyed(TASK, rows["dicom_id"]))
     asked = ctx.instructions(TASK, "default", keys)
     if TASK in ctx.preset.context_dropping:
         history, modes = context_histories(ctx, TASK, keys, rows)
