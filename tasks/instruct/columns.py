@@ -259,7 +259,13 @@ def render_conversations(messages: pa.ListArray | pa.ChunkedArray, conv: Convers
                          drop_last: bool = False) -> pa.Array:
     """:meth:`Conversation.render` of every row's turns (without its last turn with ``drop_last``),
     the final ``ASSISTANT:`` included where the last rendered turn is the user's or there is none."""
-    offsets, roles, contents = parts_of(messages)
+    return render_turns(*parts_of(messages), conv, drop_last=drop_last)
+
+
+def render_turns(offsets: np.ndarray, roles: pa.Array, contents: pa.Array, conv: Conversation, *,
+                 drop_last: bool = False, constant: Callable[[str], str] = str) -> pa.Array:
+    """:func:`render_conversations` from turns taken apart (:func:`parts_of`); the format's own
+    strings pass through ``constant`` (e.g. JSON-escaping, when ``contents`` are escaped)."""
     lengths = np.diff(offsets)
     if drop_last:
         owner = np.repeat(np.arange(len(lengths)), lengths)
@@ -271,10 +277,11 @@ def render_conversations(messages: pa.ListArray | pa.ChunkedArray, conv: Convers
     if pc.any(unknown).as_py():
         raise ValueError(f"unknown role {pc.filter(roles, unknown)[0].as_py()!r} (expected user or assistant)")
     user = pc.equal(roles, USER)
-    pieces = concat(pc.if_else(user, f"{conv.user}: ", f"{conv.assistant}: "), contents,
-                    pc.if_else(user, conv.sep, conv.sep2))
+    pieces = concat(pc.if_else(user, constant(f"{conv.user}: "), constant(f"{conv.assistant}: ")), contents,
+                    pc.if_else(user, constant(conv.sep), constant(conv.sep2)))
     body = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pieces), "")
     last_user = np.zeros(len(lengths), dtype=bool)
     has = lengths > 0
     last_user[has] = np.asarray(user.to_numpy(zero_copy_only=False), dtype=bool)[offsets[1:][has] - 1]
-    return concat(conv.system + conv.sep, body, pc.if_else(pa.array(~has | last_user), f"{conv.assistant}:", ""))
+    return concat(constant(conv.system + conv.sep), body,
+                  pc.if_else(pa.array(~has | last_user), constant(f"{conv.assistant}:"), ""))

@@ -27,7 +27,9 @@ row group, and converted into its part of the exports.
 from __future__ import annotations
 
 import tempfile
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -304,19 +306,33 @@ def buckets(plan: pq.ParquetFile, index: RowIndex, folder: Path) -> dict[tuple[s
 
 def write_shards(plan: pq.ParquetFile, index: RowIndex, version_tmp: Path, cfg: AssembleConfig,
                  exports: dict[str, ExportWriter]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every shard file (``<folder>/part-NNNNN.parquet``) with its sha256 and rows."""
-    with tempfile.TemporaryDirectory(dir=version_tmp.parent, prefix=".assemble-") as tmp:
+    """Every shard file (``<folder>/part-NNNNN.parquet``) with its sha256 and rows. While a shard is
+    written and exported (two threads: Arrow and the Parquet writer release the GIL), the next one
+    is built; at most two shards are in memory."""
+    order = (*SPLIT_DIRS, EXCLUDED_DIR)
+    with tempfile.TemporaryDirectory(dir=version_tmp.parent, prefix=".assemble-") as tmp, \
+            ThreadPoolExecutor(1) as writer, ThreadPoolExecutor(1) as exporter:
         paths = buckets(plan, index, Path(tmp))
-        for key in sorted(paths, key=lambda k: ((*SPLIT_DIRS, EXCLUDED_DIR).index(k[0]), k[1])):
-            with pa.OSFile(str(paths[key]), "rb") as source:
-                part = pa.ipc.open_stream(source).read_all()
-            paths[key].unlink()
-            table = shard_table(part, index)
-            del part
-            name, info = write_shard(table, version_tmp / key[0], key[1], row_group_size=cfg.row_group_size)
-            if key[0] in exports:
-                exports[key[0]].add(table)
-            yield f"{key[0]}/{name}", info
+        pending: deque[tuple[str, Future, Future | None]] = deque()
+        for folder, number in sorted(paths, key=lambda k: (order.index(k[0]), k[1])):
+            with pa.OSFile(str(paths[folder, number]), "rb") as source:
+                table = shard_table(pa.ipc.open_stream(source).read_all(), index)
+            paths[folder, number].unlink()
+            pending.append((folder, writer.submit(write_shard, table, version_tmp / folder, number,
+                                                  row_group_size=cfg.row_group_size),
+                            exporter.submit(exports[folder].add, table) if folder in exports else None))
+            del table
+            while len(pending) > 1:
+                yield _finished(*pending.popleft())
+        while pending:
+            yield _finished(*pending.popleft())
+
+
+def _finished(folder: str, written: Future, exported: Future | None) -> tuple[str, dict[str, Any]]:
+    name, info = written.result()
+    if exported is not None:
+        exported.result()
+    return f"{folder}/{name}", info
 
 
 def counts(rows: pa.Table) -> dict[str, Any]:

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..instruct.columns import concat, json_escape, parts_of, pick_strings, render_conversations
+from ..instruct.columns import concat, json_escape, parts_of, pick_strings, render_turns
 from ..instruct.presets import FINDINGS_QA, FINDINGS_QA_CODES, TASK_CODES
 from ..io import atomic_path
 from ..parallel import default_workers, process_pool
@@ -42,6 +42,7 @@ from .shards import shard_files
 
 EXPORT_COLUMNS = ["sample_id", "task", "task_mode", "dicom_id", "image_path", "messages", "output"]
 LLAVA_IMAGE = "<image>. "
+SEPARATOR = ",\n"
 def task_code(task: str, task_mode: str | None) -> str:
     if task == FINDINGS_QA:
         return FINDINGS_QA_CODES.get(task_mode or "", "CPQA")
@@ -84,7 +85,7 @@ class Turns:
         return cls(offsets, roles, json_escape(contents))
 
 
-def llava_records(table: pa.Table, conv: Conversation, turns: Turns) -> pa.Array:
+def llava_records(table: pa.Table, conv: Conversation, turns: Turns, end: str = "") -> pa.Array:
     offsets, roles, values = turns.offsets, turns.roles, turns.escaped
     first = np.zeros(len(values), dtype=bool)
     first[offsets[:-1][np.diff(offsets) > 0]] = True
@@ -98,36 +99,37 @@ def llava_records(table: pa.Table, conv: Conversation, turns: Turns) -> pa.Array
     speaker = pc.if_else(pc.equal(roles, "user"), '{"from":"human","value":"', '{"from":"gpt","value":"')
     turns = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), concat(speaker, values, '"}'))
     return concat('{"id":', _quoted(table.column("dicom_id")), ',"image":', _quoted(table.column("image_path")),
-                  ',"conversations":[', pc.binary_join(turns, ","), '],"task_type":', _quoted(_codes(table)), "}")
+                  ',"conversations":[', pc.binary_join(turns, ","), '],"task_type":', _quoted(_codes(table)), "}" + end)
 
 
-def flat_records(table: pa.Table, conv: Conversation, turns: Turns) -> pa.Array:
-    """The instruction is :meth:`Conversation.render` of all turns but the last."""
-    instruction = _quoted(render_conversations(table.column("messages"), conv, drop_last=True))
-    return concat('{"instruction":', instruction, ',"input":"","output":', _quoted(table.column("output")),
-                  ',"dicom":', _quoted(table.column("dicom_id")), "}")
+def flat_records(table: pa.Table, conv: Conversation, turns: Turns, end: str = "") -> pa.Array:
+    """The instruction is :meth:`Conversation.render` of all turns but the last (from the escaped
+    turns, with the format's strings escaped)."""
+    instruction = render_turns(turns.offsets, turns.roles, turns.escaped, conv, drop_last=True, constant=_esc)
+    return concat('{"instruction":"', instruction, '","input":"","output":', _quoted(table.column("output")),
+                  ',"dicom":', _quoted(table.column("dicom_id")), "}" + end)
 
 
-EXPORTS: dict[str, Callable[[pa.Table, Conversation, Turns], pa.Array]] = {"llava": llava_records,
-                                                                             "flat": flat_records}
+EXPORTS: dict[str, Callable[..., pa.Array]] = {"llava": llava_records, "flat": flat_records}
 
 
-def records(kind: str, table: pa.Table, conversation: Conversation, turns: Turns | None = None) -> pa.Array:
-    """The JSON text of every row of ``table`` (columns :data:`EXPORT_COLUMNS`) for export ``kind``."""
+def records(kind: str, table: pa.Table, conversation: Conversation, turns: Turns | None = None,
+            end: str = "") -> pa.Array:
+    """The JSON text of every row of ``table`` (columns :data:`EXPORT_COLUMNS`) for export ``kind``,
+    each followed by ``end``."""
     if table.num_rows == 0:
         return pa.array([], pa.string())
-    return EXPORTS[kind](table, conversation, turns or Turns.of(table))
+    return EXPORTS[kind](table, conversation, turns or Turns.of(table), end)
 
 
-def _write_joined(fh: BinaryIO, values: pa.Array, separator: bytes) -> None:
-    """The strings of ``values`` joined by ``separator``, written straight from the Arrow buffer."""
+def _write_records(fh: BinaryIO, kind: str, table: pa.Table, conversation: Conversation, turns: Turns) -> None:
+    """The records of ``table`` joined by ``,\\n``, written straight from the Arrow buffer (each
+    record is made with the separator after it; the last one's is not written)."""
+    values = records(kind, table, conversation, turns, end=SEPARATOR)
     if not len(values):
         return
-    joined = concat(values, separator.decode()) if len(values) > 1 else values
-    buffers = joined.buffers()
-    offsets = np.frombuffer(buffers[1], dtype=np.int32, count=len(joined) + 1, offset=joined.offset * 4)
-    end = int(offsets[-1]) - (len(separator) if len(values) > 1 else 0)
-    fh.write(memoryview(buffers[2])[int(offsets[0]):end])
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32, count=len(values) + 1, offset=values.offset * 4)
+    fh.write(memoryview(values.buffers()[2])[int(offsets[0]):int(offsets[-1]) - len(SEPARATOR)])
 
 
 def write_records(table: pa.Table, parts: Mapping[str, Path], conversation: Conversation) -> int:
@@ -136,7 +138,8 @@ def write_records(table: pa.Table, parts: Mapping[str, Path], conversation: Conv
     turns = Turns.of(table) if table.num_rows else None
     for kind, part in parts.items():
         with open(part, "wb") as fh:
-            _write_joined(fh, records(kind, table, conversation, turns), b",\n")
+            if turns is not None:
+                _write_records(fh, kind, table, conversation, turns)
     return table.num_rows
 
 
@@ -199,7 +202,7 @@ class ExportWriter:
         turns = Turns.of(table)
         for kind, fh in self.files.items():
             fh.write(b",\n" if self.count else b"[\n")
-            _write_joined(fh, records(kind, table, self.conversation, turns), b",\n")
+            _write_records(fh, kind, table, self.conversation, turns)
         self.count += table.num_rows
 
     def finish(self) -> int:
