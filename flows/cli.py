@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..tasks import workdir_lock
 from ..tasks.config import load_params
 from ..tasks.errors import ConfigError, InputError, StageFailure
 from ..tasks.workdir import Workdir
@@ -80,11 +81,12 @@ def show(stage: str, summary: dict[str, Any]) -> None:
 def run_stage_command(stage: str, params: Path | None, overrides: list[str] | None, demo: bool,
                       workdir: Path | None, force: bool, **options: Any) -> dict[str, Any]:
     settings, wd = context(params, overrides, demo, workdir)
-    summary = None if force else fresh_summary(stage, settings, wd)
-    if summary is None:  # only now pay for the Prefect engine's start-up
-        from .build import ALL_FLOWS
-        with environment.quiet_engine():
-            summary = ALL_FLOWS[stage](settings, str(wd.root), force=force, options=options)
+    with workdir_lock.hold(wd.root, stage):
+        summary = None if force else fresh_summary(stage, settings, wd)
+        if summary is None:  # only now pay for the Prefect engine's start-up
+            with environment.quiet_engine():
+                from .build import ALL_FLOWS
+                summary = ALL_FLOWS[stage](settings, str(wd.root), force=force, options=options)
     show(stage, summary)
     return summary
 
@@ -173,12 +175,13 @@ def generate(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt 
              dask_workers: DaskWorkersOpt = 2) -> None:
     """Generate the replay tasks' pseudo ground truth into the content-addressed cache."""
     settings, wd = context(params, set_, demo, workdir)
-    summary = None if force else fresh_summary("generate", settings, wd)
-    if summary is None:
-        from .generate import run_generate_stage
-        with environment.quiet_engine():
-            summary = run_generate_stage(settings, str(wd.root), force=force, runner=_runner(runner),
-                                         dask_address=dask_address, dask_workers=dask_workers)
+    with workdir_lock.hold(wd.root, "generate"):
+        summary = None if force else fresh_summary("generate", settings, wd)
+        if summary is None:
+            with environment.quiet_engine():
+                from .generate import run_generate_stage
+                summary = run_generate_stage(settings, str(wd.root), force=force, runner=_runner(runner),
+                                             dask_address=dask_address, dask_workers=dask_workers)
     show("generate", summary)
 
 
@@ -248,8 +251,8 @@ def build(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = N
           ) -> None:
     """Every stage in order: ingest, label, plan, generate, audit, assemble, validate, release."""
     settings, wd = context(params, _overrides(set_, train__max_steps=max_steps), demo, workdir)
-    from .build import build_flow
-    with environment.quiet_engine():
+    with workdir_lock.hold(wd.root, "build"), environment.quiet_engine():
+        from .build import build_flow
         results = build_flow(settings, str(wd.root), force=force, runner=_runner(runner),
                              dask_address=dask_address, dask_workers=dask_workers, train=with_train)
     show_build(results, wd)
