@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -37,8 +38,11 @@ HOST = "127.0.0.1"
 APP = "prefect.server.api.server:create_app"
 LOG_NAME = "server.log"
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-#: what Prefect's own temporary server sets: no UI, the ephemeral set of services, one app per process
-SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+#: what Prefect's own temporary server sets (no UI, the ephemeral set of services, one app per
+#: process), and errors on the console of the server, which is its log file
+SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+              "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "ERROR"}
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception)\b.*")
 
 
 @dataclass
@@ -58,7 +62,7 @@ class LocalAPI:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise ConfigError(f"Prefect's temporary API server exited while starting (code "
-                                  f"{self.process.returncode}): {last_line(self.log)} [log: {self.log}]")
+                                  f"{self.process.returncode}): {last_error(self.log)} (log: {self.log})")
             try:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
                     if response.status == 200:
@@ -67,7 +71,7 @@ class LocalAPI:
                 pass
             time.sleep(0.1)
         raise ConfigError(f"Prefect's temporary API server did not answer within {limit:.0f} s "
-                          f"(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS) [log: {self.log}]")
+                          f"(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS; log: {self.log})")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -106,12 +110,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def last_line(path: Path) -> str:
+def last_error(path: Path) -> str:
+    """The log's last exception line ("module.SomeError: message"), else its last line."""
     try:
         lines = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
     except FileNotFoundError:
         return "(no log)"
-    return next((line for line in reversed(lines) if line), "(empty log)")
+    lines = [line for line in lines if line]
+    return next((line for line in reversed(lines) if _EXCEPTION_LINE.match(line)), lines[-1] if lines else "(empty log)")
 
 
 def bind_to_parent(parent: int) -> None:

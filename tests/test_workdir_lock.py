@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -18,6 +17,8 @@ from radialog_instruct.tasks import workdir_lock
 from radialog_instruct.tasks.generation.cache import CHUNK_GLOB, cache_dir
 from radialog_instruct.tasks.workdir import Workdir
 
+from cli_process import CLI, cli_env
+
 HOLD = """
 import sys, time
 from radialog_instruct.tasks.workdir_lock import hold
@@ -25,13 +26,6 @@ with hold(sys.argv[1], "holder-under-test"):
     print("held", flush=True)
     time.sleep(120)
 """
-
-
-def cli_env(**extra: str) -> dict[str, str]:
-    """The environment of a CLI subprocess: the Prefect home and API come from its own work dir,
-    not from this test session's."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    return {**env, **extra}
 
 
 def test_second_holder_waits_for_a_killed_first_one(tmp_path):
@@ -92,9 +86,8 @@ def test_two_concurrent_generate_commands_make_one_set_of_chunks(planned_workdir
     generation of the demo's replay requests)."""
     wd = Workdir.at(tmp_path / "work")
     shutil.copytree(planned_workdir.root, wd.root, ignore=shutil.ignore_patterns("generation"))
-    cli = str(Path(sys.executable).parent / "radialog-instruct")
     with workdir_lock.hold(wd.root, "test"):
-        runs = [subprocess.Popen([cli, "generate", "--demo", "--workdir", str(wd.root)], env=cli_env(),
+        runs = [subprocess.Popen([CLI, "generate", "--demo", "--workdir", str(wd.root)], env=cli_env(),
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
         notices = [waiting_notice(run) for run in runs]  # each one says that it waits, then blocks
     outputs = [run.communicate(timeout=600) for run in runs]
