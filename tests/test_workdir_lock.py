@@ -82,12 +82,13 @@ def chunk_rows(wd: Workdir) -> tuple[set[str], int, list[str]]:
 @pytest.mark.slow
 def test_two_concurrent_generate_commands_make_one_set_of_chunks(planned_workdir, tmp_path):
     """Both commands start while the work dir is held, so both wait; then one generates and the
-    other finds the stage done without starting Prefect (two CLI start-ups, one Prefect server, one
-    generation of the demo's replay requests)."""
+    other finds the stage done without starting Prefect (~30 s: two CLI start-ups, one Prefect
+    server, one generation of the demo's replay requests, 4 tokens each)."""
     wd = Workdir.at(tmp_path / "work")
     shutil.copytree(planned_workdir.root, wd.root, ignore=shutil.ignore_patterns("generation"))
     with workdir_lock.hold(wd.root, "test"):
-        runs = [subprocess.Popen([CLI, "generate", "--demo", "--workdir", str(wd.root)], env=cli_env(),
+        runs = [subprocess.Popen([CLI, "generate", "--demo", "--workdir", str(wd.root), "--set",
+                                  "generate.max_new_tokens=4"], env=cli_env(),
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
         notices = [waiting_notice(run) for run in runs]  # each one says that it waits, then blocks
     outputs = [run.communicate(timeout=600) for run in runs]
