@@ -100,6 +100,37 @@ def _overrides(set_: list[str] | None, **settings: object) -> list[str]:
 
 @app.command()
 @one_line_errors
+def pull(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = None,
+         images: Annotated[str | None, typer.Option(
+             "--images", help="Also the JPGs: all, split names (train,validate,test), or built[:VERSION] "
+                              "(the images the shards of a built version use)")] = None,
+         force: Annotated[bool, typer.Option(
+             "--force", help="Hash every file again instead of trusting the record of verified files, "
+                             "fetch the checksum lists again, redo MIMIC-NLE and Rad-ReStruct")] = False) -> None:
+    """Download MIMIC-CXR, MIMIC-CXR-JPG, MIMIC-NLE and Rad-ReStruct into the sources: folders, verified.
+
+    PhysioNet credentials: PHYSIONET_USERNAME / PHYSIONET_PASSWORD, ~/.netrc, or a prompt.
+    """
+    from contextlib import nullcontext
+
+    from ..tasks.sources.credentials import prepare_credentials
+    from ..tasks.sources.pull import parse_images, plan_pull
+    from ..tasks.sources.transfer_progress import Progress, RichProgress, activated
+
+    settings, wd = context(params, set_, False, workdir)
+    plan = plan_pull(settings, wd)  # settings that cannot work fail here, before the engine starts
+    if images:
+        parse_images(images, settings)
+    prepare_credentials(plan.config.host, interactive=sys.stdin.isatty())
+    from .pull import run_pull
+    bars = RichProgress(console) if console.is_terminal else nullcontext(Progress())  # no bars in logs
+    with workdir_lock.hold(wd.root, "pull"), environment.quiet_engine(), bars as progress, activated(progress):
+        summary = run_pull(settings, str(wd.root), images=images, force=force)
+    show("pull", summary)
+
+
+@app.command()
+@one_line_errors
 def ingest(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = None, demo: DemoOpt = False,
            force: ForceOpt = False) -> None:
     """Read MIMIC-CXR, MIMIC-NLE and Rad-ReStruct into interim Parquet tables."""
@@ -309,6 +340,72 @@ def make_demo(out_dir: Annotated[Path, typer.Argument(help="Target folder")] = P
     from ..tasks.sources.demo import generate_demo
     counts = generate_demo(out_dir, seed=seed, rad_restruct_src=rad_restruct)
     out.print(counts)
+
+
+# --- review: human decisions on the pseudo labels -------------------------------------------
+
+review_app = typer.Typer(no_args_is_help=True, help="Human review of the pseudo labels: a local web app, and CSV "
+                         "import / export of the decisions (reviews/decisions.parquet in the work dir).")
+app.add_typer(review_app, name="review")
+ReviewerOpt = Annotated[str | None, typer.Option("--reviewer", help="Name recorded with each decision "
+                                                 "[default: your login name]")]
+
+
+def _review_workdir(workdir: Path | None) -> Workdir:
+    wd = Workdir.at(workdir or "work")
+    if not wd.root.is_dir():
+        raise InputError(wd.root, "work dir not found", expected="a built work dir (radialog-instruct build)")
+    return wd
+
+
+def _reviewer(name: str | None) -> str:
+    if name:
+        return name
+    import getpass
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@review_app.command("serve")
+@one_line_errors
+def review_serve(workdir: WorkdirOpt = None,
+                 port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1")] = 8765,
+                 host: Annotated[str | None, typer.Option("--host", help="Serve on another interface (e.g. 0.0.0.0): "
+                                                          "anyone who reaches it reads MIMIC-derived text")] = None,
+                 reviewer: ReviewerOpt = None) -> None:
+    """Local web app: read every audited replay row, filter, and accept / reject by keyboard."""
+    from ..tasks.quality.review.app import LOOPBACK, serve
+    wd = _review_workdir(workdir)
+    bound = host or "127.0.0.1"
+    if bound not in LOOPBACK:
+        console.print(f"[bold yellow]warning:[/] serving on {bound}: anyone who can reach this machine can read the "
+                      "reports and answers (MIMIC data must stay with credentialed users)", highlight=False)
+    name = _reviewer(reviewer)
+    url_host = f"[{bound}]" if ":" in bound else bound
+    out.print(f"reviewing {wd.root} as {name}: http://{url_host}:{port}/  (Ctrl+C stops)", highlight=False)
+    serve(wd, host=bound, port=port, reviewer=name)
+
+
+@review_app.command("import")
+@one_line_errors
+def review_import(csv_file: Annotated[Path, typer.Argument(help="CSV with sample_id,decision[,note][,reviewer]")],
+                  workdir: WorkdirOpt = None, reviewer: ReviewerOpt = None) -> None:
+    """Append the decisions of a CSV (accept / reject per sample id); a file with a bad row imports nothing."""
+    from ..tasks.quality.review.spreadsheet import import_csv
+    out.print(import_csv(csv_file, _review_workdir(workdir), reviewer=_reviewer(reviewer)))
+
+
+@review_app.command("export")
+@one_line_errors
+def review_export(workdir: WorkdirOpt = None,
+                  out_csv: Annotated[Path, typer.Option("-o", "--out", help="CSV to write")] = Path("review.csv"),
+                  decided_only: Annotated[bool, typer.Option("--decided-only", help="Only rows with a decision")]
+                  = False) -> None:
+    """Every audited replay row with its decision and context, as CSV to fill in and import back."""
+    from ..tasks.quality.review.spreadsheet import export_csv
+    out.print(export_csv(_review_workdir(workdir), out_csv, decided_only=decided_only))
 
 
 def main() -> None:

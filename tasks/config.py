@@ -41,8 +41,11 @@ DEMO_OVERLAY: dict[str, Any] = {
     "train": {"base_model": "demo-tiny", "revision": None, "grad_accum": 8, "warmup_steps": 5},
 }
 
-#: Settings holding file paths: relative values are resolved against the params file's folder.
-PATH_KEYS = ("sources", "label.chexbert.checkpoint", "plan.templates_dir", "train.features.path")
+#: Settings holding file paths: relative values are resolved against the params file's folder
+#: (URLs are left as they are).
+PATH_KEYS = ("sources.mimic_cxr", "sources.mimic_nle", "sources.rad_restruct", "sources.predictions",
+             "sources.physionet.mimic_nle_queries", "sources.physionet.rad_restruct_archive",
+             "label.chexbert.checkpoint", "plan.templates_dir", "train.features.path")
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -108,7 +111,7 @@ def _resolve_paths(params: dict[str, Any], base: Path) -> dict[str, Any]:
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
             return {k: walk(v) for k, v in node.items()}
-        if isinstance(node, str) and node and not Path(node).is_absolute():
+        if isinstance(node, str) and node and "://" not in node and not Path(node).is_absolute():
             return str((base / node).resolve())
         return node
 

@@ -36,7 +36,8 @@ from ..instruct.plan import SPLITS
 from ..instruct.presets import ALL_TASKS, REPLAY_TASKS
 
 #: Columns computed per shard before validation (see the module docstring).
-DERIVED = ("shard_split", "messages_ok", "turns_match", "answer_equals_output", "has_generation", "audit_verdict")
+DERIVED = ("shard_split", "messages_ok", "turns_match", "answer_equals_output", "has_generation", "audit_verdict",
+           "review_decision")
 REQUIRED = tuple(f.name for f in schemas.INSTRUCT_SAMPLE if not f.nullable)
 EXAMPLES = 5
 
@@ -128,8 +129,10 @@ def shard_checks(cfg: ValidateConfig, *, audited: bool, exclude_failed_audit: bo
         checks.append(("audit verdict on pseudo-label rows", gxe.ExpectColumnValuesToNotBeNull(
             column="audit_verdict", row_condition=pseudo)))
     if exclude_failed_audit:
-        checks.append(("no row that failed the audit", gxe.ExpectColumnValuesToBeInSet(
-            column="audit_verdict", value_set=["pass"])))
+        checks.append(("no row that failed the audit unless a person accepted it", gxe.ExpectColumnValuesToBeInSet(
+            column="audit_verdict", value_set=["pass"], row_condition=Column("review_decision") != "accept")))
+    checks.append(("no row a person rejected", gxe.ExpectColumnValuesToBeInSet(
+        column="review_decision", value_set=["none", "accept"])))
     return checks
 
 

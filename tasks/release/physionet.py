@@ -36,6 +36,7 @@ from ..errors import ConfigError, InputError
 from ..instruct.presets import ALL_TASKS, FINDINGS_QA_CODES, TASK_CODES
 from ..io import atomic_path, read_json, sha256_file, write_text
 from ..quality.audit import SUMMARY as AUDIT_SUMMARY
+from ..quality.review.agreement import card_lines as review_card_lines
 from ..quality.validate import REPORT_JSON as VALIDATION_REPORT
 from ..stage import StageSpec
 from ..storage import assemble
@@ -231,11 +232,12 @@ def dataset_card(cfg: ReleaseConfig, manifest: dict[str, Any], validation: dict[
         out += ["### Audit", "",
                 f"Every pseudo label was re-labelled with `{audit['labeler']}` and compared with the labels of its "
                 f"study; {audit['passed']} of {audit['rows']} passed. Rows that failed are not in this release "
-                f"({manifest.get('excluded', {}).get('rows', 0)} excluded).", "",
+                f"unless a reviewer accepted them ({manifest.get('excluded', {}).get('rows', 0)} excluded).", "",
                 *_table(["task", "audited", "passed", "pass rate", "excluded"],
                         [[t, i["rows"], i["passed"], f"{i['pass_rate']:.1%}",
                           manifest.get("excluded", {}).get("per_task", {}).get(t, 0)]
-                         for t, i in sorted(audit["tasks"].items())]), ""]
+                         for t, i in sorted(audit["tasks"].items())]), "",
+                *review_card_lines(audit.get("audit_vs_human"), manifest.get("review"))]
     else:
         out += ["The pseudo labels of this release were not audited.", ""]
     templates = manifest.get("templates", {})

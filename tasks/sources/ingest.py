@@ -20,6 +20,7 @@ from ..stage import StageSpec
 from ..workdir import Workdir
 from .mimic_cxr import CHEXPERT, METADATA, SPLIT, MimicCxrPaths, find_table, load_mimic_cxr
 from .mimic_nle import read_nle_records, resolve_against_reports
+from .physionet import PhysioNetConfig
 from .rad_restruct import load_rad_restruct
 
 TABLES = ("reports", "images", "nle", "radrestruct_qa")
@@ -42,6 +43,7 @@ class SourcesConfig:
     mimic_nle: FolderSource = field(default_factory=FolderSource)
     rad_restruct: FolderSource = field(default_factory=FolderSource)
     predictions: str | None = None
+    physionet: PhysioNetConfig = field(default_factory=PhysioNetConfig)  # read by `pull` only
 
     def cxr_paths(self) -> MimicCxrPaths:
         if not self.mimic_cxr.reports or not self.mimic_cxr.jpg_root:
