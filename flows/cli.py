@@ -267,9 +267,19 @@ def train(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = N
                                                         "(smoke runs)")] = None,
           resume: Annotated[bool, typer.Option("--resume/--no-resume",
                                                help="Continue from the latest checkpoint")] = True) -> None:
-    """LoRA fine-tuning of the base model on the shards (adapter + metadata)."""
-    run_stage_command("train", params, _overrides(set_, train__max_steps=max_steps), demo, workdir,
-                      force, resume=resume)
+    """LoRA fine-tuning of the base model on the shards (adapter + metadata); runs data-parallel
+    under accelerate launch / torchrun."""
+    overrides = _overrides(set_, train__max_steps=max_steps)
+    from ..trainer.distributed import world_size
+    if world_size() > 1:  # every rank trains without the flow engine; rank 0 records (trainer/launch.py)
+        from ..trainer.launch import run_launched
+        settings, wd = context(params, overrides, demo, workdir)
+        summary = run_launched(settings, wd, force=force, resume=resume,
+                               hold=lambda: workdir_lock.hold(wd.root, "train"))
+        if summary is not None:
+            show("train", summary)
+        return
+    run_stage_command("train", params, overrides, demo, workdir, force, resume=resume)
 
 
 @app.command()
@@ -324,11 +334,12 @@ def show_dataset(assembled: dict[str, Any]) -> None:
 @one_line_errors
 def import_prompts(radialog_checkout: Annotated[Path, typer.Argument(help="A checkout of ChantalMP/RaDialog")],
                    out_dir: Annotated[Path, typer.Option("-o", "--out", help="Folder for the template YAMLs")]
-                   = Path("prompt_templates_original")) -> None:
-    """Import the original RaDialog instruction CSVs (data/instruct_prompts/*.csv) as templates."""
+                   = Path("work/prompt_templates_original")) -> None:
+    """Import the original prompts (data/instruct_prompts/*_prompts.csv, vicuna_prompts.json and the
+    strings in data/create_data.py and data/instruct_tasks.py) as a template folder."""
     from ..tasks.instruct.import_original import import_original
     out.print(import_original(radialog_checkout, out_dir))
-    out.print(f"use them with: --set plan.templates_dir={out_dir}")
+    out.print(f"faithful v1: --set plan.preset=radialog-v1 --set plan.templates_dir={out_dir}")
 
 
 @app.command("make-demo")
@@ -414,3 +425,7 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)
+
+
+if __name__ == "__main__":  # python -m radialog_instruct.flows.cli (as accelerate launch -m / torchrun -m run it)
+    main()

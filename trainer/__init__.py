@@ -6,7 +6,9 @@ Entry points: :func:`run_train` (``radialog-instruct train``) and :func:`stage_s
 stamps; :func:`load_adapter` reloads a trained adapter for generation. Modules: ``config`` (the
 ``train:`` section), ``shards`` (streamed, seeded reading), ``encode`` (tokens and loss labels),
 ``features`` (the image hook), ``model`` (base model, LoRA, adapter files), ``loop`` (the training
-loop), ``checkpoint`` (resumable state), ``run`` (the stage).
+loop), ``checkpoint`` (resumable state), ``distributed`` (the ranks of a launched run), ``run``
+(the stage), ``launch`` (the stage under accelerate launch / torchrun), ``chat_template`` (the
+conversation format for TRL and other Hugging Face trainers).
 """
 
 from .config import TrainConfig

@@ -25,6 +25,7 @@ from typing import Any
 from ..errors import ConfigError, StageFailure
 from ..io import read_parquet, write_json
 from ..stage import StageSpec
+from ..text.conversation import params_conversation
 from ..workdir import Workdir
 from .cache import GenerationCache, cache_row
 from .config import GenerateConfig, load_config
@@ -84,7 +85,7 @@ def run_generate(params: dict[str, Any], wd: Workdir, *, shard: tuple[int, int] 
     plan = read_parquet(wd.table("plan"), columns=PLAN_COLUMNS)
     model = model_ref(cfg, wd, build=True)
     settings = RequestSettings.of(cfg, model)
-    requests, replay_rows = build_requests(plan, settings)
+    requests, replay_rows = build_requests(plan, settings, params_conversation(params))
     requests = shard_requests(requests, shard)
     cache = GenerationCache.of(wd)
     cache.remove_stale_temps()

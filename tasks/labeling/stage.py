@@ -56,7 +56,6 @@ def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
     checkpoint = local_checkpoint(cfg.chexbert)
     if checkpoint is not None:
         inputs.append(checkpoint)
-    # the phrase files are data, not code: their content is in the rule labeler's version
     predictions = predictions_path(params)
     if predictions is not None:
         inputs.append(predictions)

@@ -19,7 +19,10 @@ the study's positive findings; "positive" / "uncertain" below are the answer's l
 
 * summarization: kept = source findings positive in the answer; dropped = source findings not
   positive in it; added = positive in the answer but not in the source. Pass when nothing is
-  dropped or added (reasons ``dropped: ...`` / ``added: ...``).
+  dropped or added (reasons ``dropped: ...`` / ``added: ...``). CheXpert's hierarchy
+  (:data:`.verdicts.CHILDREN`) holds for every task but region QA: a parent (Lung Opacity,
+  Enlarged Cardiomediastinum) is not dropped while one of its children is kept, nor added while
+  the source has one ("opacity consistent with atelectasis" -> "atelectasis").
 * easy language: as summarization, except that an uncertain answer label keeps a source finding:
   plain-language paraphrases ("may have fluid") often fall outside the labeler's vocabulary of
   certainty, and hedging is not a contradiction.
@@ -82,7 +85,18 @@ from ..storage.assemble import attach_generations
 from ..workdir import Workdir
 from .audit_report import LABELER_KEY, LABELER_REASON_KEY, SUMMARY  # noqa: F401  (SUMMARY: the release reads it)
 from .review.decisions import reviews_dir
-from .verdicts import ADDED, DROPPED, ECHO, EMPTY, NON_ENGLISH, NOT_ADDED, NOT_REMOVED, TRUNCATED, summarize
+from .verdicts import (
+    ADDED,
+    DROPPED,
+    ECHO,
+    EMPTY,
+    NON_ENGLISH,
+    NOT_ADDED,
+    NOT_REMOVED,
+    TRUNCATED,
+    implied_parents,
+    summarize,
+)
 
 AUDIT_TABLE = pa.schema([("sample_id", pa.string()), ("task", pa.string()), ("request_hash", pa.string()),
                          ("audit", schemas.AUDIT_TYPE)])
@@ -247,18 +261,20 @@ def compare_findings(task: str, source: np.ndarray, output: np.ndarray, *, predi
     ``acknowledged``: (n,) answers acknowledging an abnormality (region QA).
     """
     src, out_pos, out_any = positive(source), positive(output), present(output)
+    # a parent finding is kept by a more specific child and not added over a source child
+    added = out_pos & ~src & ~implied_parents(src)
     if task == SUMMARIZATION:
-        kept, dropped, added = src & out_pos, src & ~out_pos, out_pos & ~src
+        kept, dropped = src & out_pos, src & ~out_pos & ~implied_parents(out_pos)
         return Comparison(src, out_pos, kept, dropped, added, [(DROPPED, dropped), (ADDED, added)])
     if task == EASY_LANGUAGE:
-        kept, dropped, added = src & out_any, src & ~out_any, out_pos & ~src
+        kept, dropped = src & out_any, src & ~out_any & ~implied_parents(out_any)
         return Comparison(src, out_pos, kept, dropped, added, [(DROPPED, dropped), (ADDED, added)])
     if task == CORRECTION:
         if predicted is None:
             raise ValueError("correction needs the labels of the report to correct")
         pred = positive(predicted)
         to_add, to_remove = src & ~pred, pred & ~src
-        kept, dropped, added = src & out_any, src & ~out_any, out_pos & ~src
+        kept, dropped = src & out_any, src & ~out_any & ~implied_parents(out_any)
         return Comparison(src, out_pos, kept, dropped, added, [
             (NOT_ADDED, dropped & to_add), (NOT_REMOVED, added & to_remove),
             (DROPPED, dropped & ~to_add), (ADDED, added & ~to_remove)])

@@ -7,7 +7,8 @@ and, when the audit stage ran, the ``audit`` struct. Human decisions
 (``reviews/decisions.parquet``, :mod:`tasks.quality.review.decisions`) are applied to the answer
 they were made on and recorded in the row's ``review`` struct. With ``exclude_failed_audit`` rows
 whose audit verdict is "fail" go to ``shards/<version>/excluded/`` with their reasons instead of
-the splits, unless a person accepted them; a row a person rejected is excluded whatever the audit
+the splits, unless a person accepted them (never in the original fidelity: the original had no
+audit; the verdicts are still recorded); a row a person rejected is excluded whatever the audit
 said (its reason: ``review: <note>``, the ``review`` struct). The stage also renders the audit
 report with its audit-vs-human table (:func:`tasks.quality.audit_report.report_audit`), so a new
 decision reruns this stage and the later ones, never the generation or the audit's labelling.
@@ -29,6 +30,7 @@ from ..config import section, section_hash
 from ..errors import InputError
 from ..generation.cache import GenerationCache
 from ..generation.requests import request_hashes
+from ..instruct import plan as plan_stage
 from ..instruct.presets import ALL_TASKS
 from ..instruct.templates import load_templates
 from ..io import atomic_path, read_parquet, write_json
@@ -43,6 +45,7 @@ from ..quality.review.decisions import (
     stale_samples,
 )
 from ..stage import StageSpec
+from ..text.conversation import load_conversation
 from ..workdir import Workdir
 from .exports import export
 from .shards import EXCLUDED_DIR, SPLIT_DIRS, write_split
@@ -193,7 +196,9 @@ def counts(frame: pd.DataFrame) -> dict[str, Any]:
 
 def run_assemble(params: dict[str, Any], wd: Workdir, *, exclude_failed_audit: bool | None = None) -> dict[str, Any]:
     cfg = load_config(params)
-    exclude = cfg.exclude_failed_audit if exclude_failed_audit is None else exclude_failed_audit
+    plan_cfg = plan_stage.load_config(params)
+    exclude = (cfg.exclude_failed_audit if exclude_failed_audit is None else exclude_failed_audit) \
+        and not plan_cfg.original
     plan = read_parquet(wd.table("plan")).to_pandas()
     frame = attach_generations(plan, params, wd)
     frame, audited = attach_audit(frame, wd)
@@ -203,13 +208,14 @@ def run_assemble(params: dict[str, Any], wd: Workdir, *, exclude_failed_audit: b
     review = review_counts(frame, stale)
 
     version_dir = wd.shards(cfg.version)
-    templates_dir = (params.get("plan") or {}).get("templates_dir")
+    templates_dir = plan_cfg.templates_dir
     present = set(frame["task"].unique())
     templates = [load_templates(t, templates_dir) for t in ALL_TASKS if t in present]
     manifest: dict[str, Any] = {
         "version": cfg.version, "pipeline_version": PIPELINE_VERSION, "schema_version": schemas.ROW_CONTRACT_VERSION,
         "config_hash": dataset_config_hash(params),
-        "seed": params.get("seed"), "preset": (params.get("plan") or {}).get("preset"),
+        "seed": params.get("seed"), "preset": plan_cfg.preset, "fidelity": plan_cfg.fidelity,
+        "audit_exclusion": bool(exclude),
         "templates": {t.task: {"version": t.version, "digest": t.digest} for t in templates},
         **identities(frame), **counts(kept), "audited": audited,
         "excluded": {"rows": int(len(excluded)), "by_review": review["rejected"],
@@ -232,7 +238,7 @@ def run_assemble(params: dict[str, Any], wd: Workdir, *, exclude_failed_audit: b
     for split in SPLIT_DIRS:
         if cfg.exports and (version_dir / split).is_dir():
             targets = {kind: wd.exports / cfg.version / split / EXPORT_FILES[kind] for kind in cfg.exports}
-            n = export(targets, version_dir, [split])
+            n = export(targets, version_dir, [split], conversation=load_conversation(templates_dir))
             for kind in cfg.exports:
                 exported.setdefault(kind, {})[split] = n
     if audited:
