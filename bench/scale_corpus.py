@@ -1,13 +1,14 @@
 """A MIMIC-sized synthetic corpus in the real layouts, with MIMIC-CXR-JPG's label prevalences.
 
-    python bench/scale_corpus.py [OUT] [--studies 227835] [--images 377110] [--labels mimic|demo]
+    python bench/scale_corpus.py [OUT] [--studies 227835] [--images 377110] [--labels mimic|demo] [--zip]
 
 Writes MIMIC-CXR reports (files/pNN/pSUBJECT/sSTUDY.txt) and the metadata / split / CheXpert
 tables for 227,835 studies with about 377k images (the generator's extra views are dropped at
 random down to the target), the MIMIC-NLE files that go with them, and a full-size Rad-ReStruct
 (all 3,597 listed report ids, each with the QA file of a sample report of its split, so ~176k QA
-pairs). ``OUT/SCALE.json`` records the counts and the label prevalences reached. Deterministic;
-nothing here is MIMIC data.
+pairs). ``OUT/SCALE.json`` records the counts and the label prevalences reached. ``--zip`` also
+packs the reports as the release does (``OUT/mimic-cxr-reports.zip``, members
+``mimic-cxr-reports/files/...``). Deterministic; nothing here is MIMIC data.
 
 The study ids, layouts and views come from the demo generator (tasks/sources/demo.py); three
 MIMIC proportions replace the demo's:
@@ -44,6 +45,7 @@ import random
 import shutil
 import sys
 import time
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -235,6 +237,17 @@ def full_rad_restruct(out: Path) -> int:
     return pairs
 
 
+def reports_zip(out: Path) -> Path:
+    """``out/mimic-cxr``'s reports packed like mimic-cxr-reports.zip (deflated, in path order)."""
+    archive = out / "mimic-cxr-reports.zip"
+    files = out / "mimic-cxr" / "files"
+    with zipfile.ZipFile(archive.with_suffix(".tmp"), "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(files.rglob("*.txt")):
+            zf.write(path, "mimic-cxr-reports/" + path.relative_to(files.parent).as_posix())
+    archive.with_suffix(".tmp").replace(archive)
+    return archive
+
+
 def scale_corpus(out: Path, *, studies: int = MIMIC_STUDIES, images: int = MIMIC_IMAGES, seed: int = 7,
                  labels: str = "mimic") -> dict:
     started = time.perf_counter()
@@ -267,8 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=MIMIC_IMAGES)
     parser.add_argument("--labels", choices=("mimic", "demo"), default="mimic",
                         help="label mix: MIMIC-CXR-JPG's published frequencies, or the demo generator's")
+    parser.add_argument("--zip", action="store_true", help="also write mimic-cxr-reports.zip")
     args = parser.parse_args(argv)
     print(json.dumps(scale_corpus(args.out, studies=args.studies, images=args.images, labels=args.labels)))
+    if args.zip:
+        print(reports_zip(args.out))
     return 0
 
 
