@@ -76,6 +76,24 @@ AUDIT_TYPE = pa.struct([
     ("labeler", pa.string()),
 ])
 
+#: A human decision on a replay row (``review`` of the sample row, and one row of
+#: ``reviews/decisions.parquet``): accept releases a row the audit failed, reject excludes any row.
+#: ``audit_verdict`` is the audit's verdict when the decision was made.
+REVIEW_TYPE = pa.struct([
+    ("decision", pa.string()), ("note", pa.string()), ("reviewer", pa.string()),
+    ("decided_at", pa.timestamp("us", tz="UTC")), ("audit_verdict", pa.string()),
+])
+
+#: ``<workdir>/reviews/decisions.parquet``: every decision ever made, in the order made (append
+#: only; the latest one per sample and answer wins). ``request_hash`` names the generated answer the
+#: decision is about; ``origin`` is "web" or "csv:<file name>".
+REVIEW_DECISIONS = pa.schema([
+    pa.field("sample_id", pa.string(), nullable=False), pa.field("request_hash", pa.string(), nullable=False),
+    pa.field("decision", pa.string(), nullable=False), pa.field("note", pa.string(), nullable=False),
+    pa.field("reviewer", pa.string()), pa.field("decided_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("audit_verdict", pa.string()), pa.field("origin", pa.string()),
+])
+
 # --- plan and samples --------------------------------------------------------------------------
 
 def _required(name: str, type_: pa.DataType) -> pa.Field:
@@ -101,13 +119,18 @@ PLAN = pa.schema(_SAMPLE_CORE + [
     ("sample_key", pa.string()), ("template_version", pa.string()), ("gen_messages", MESSAGES),
 ])
 
+#: Version of the row contract below, recorded in every manifest. 1: the first release;
+#: 2: ``review`` (the human decision applied to the row, null when there is none).
+ROW_CONTRACT_VERSION = 2
+
 #: The released row (``shards/<version>/<split>/part-NNNNN.parquet``); every row has its answer.
 INSTRUCT_SAMPLE = pa.schema([f if f.name != "output" else _required("output", pa.string()) for f in _SAMPLE_CORE] + [
-    pa.field("generation", GENERATION_TYPE), pa.field("audit", AUDIT_TYPE),
+    pa.field("generation", GENERATION_TYPE), pa.field("audit", AUDIT_TYPE), pa.field("review", REVIEW_TYPE),
     _required("pipeline_version", pa.string()),
 ])
 
 TABLES: dict[str, pa.Schema] = {
     "reports": REPORTS, "images": IMAGES, "nle": NLE, "radrestruct_qa": RADRESTRUCT_QA,
     "labels": LABELS, "plan": PLAN, "generation_cache": GENERATION_CACHE, "instruct_sample": INSTRUCT_SAMPLE,
+    "review_decisions": REVIEW_DECISIONS,
 }

@@ -11,13 +11,15 @@ import pytest
 
 from radialog_instruct.tasks.augment.balancing import balance_yes_no
 from radialog_instruct.tasks.augment.context_dropping import MODES, draw_modes, partial_report
+from radialog_instruct.tasks.errors import ConfigError
 from radialog_instruct.tasks.hashing import units
 from radialog_instruct.tasks.instruct.base import BuildContext
 from radialog_instruct.tasks.instruct.correction import label_masks
 from radialog_instruct.tasks.instruct.findings_qa import binary_questions
-from radialog_instruct.tasks.instruct.plan import build_plan, load_inputs
+from radialog_instruct.tasks.instruct.plan import build_plan, effective_preset, load_config, load_inputs
 from radialog_instruct.tasks.instruct.presets import ALL_TASKS, get_preset
 from radialog_instruct.tasks.instruct.rad_restruct_qa import expand_images
+from radialog_instruct.tasks.instruct.registry import BUILDERS
 from radialog_instruct.tasks.labeling.conditions import CONDITIONS, FINDINGS, column
 from radialog_instruct.tasks.sources.rad_restruct import load_rad_restruct
 from radialog_instruct.tasks.text.conversation import load_conversation
@@ -132,9 +134,11 @@ def test_context_dropping_modes_are_uniform_and_partial_keeps_half():
 
 
 def test_context_modes_in_the_plan(plan, sources):
-    dropped = plan[plan["task"].isin(["findings_qa", "region_qa", "view_classification"])]
-    assert set(dropped["context_mode"]) == set(MODES)
-    assert set(plan.loc[~plan.index.isin(dropped.index), "context_mode"]) == {"full"}
+    dropped = plan[plan["task"].isin(["findings_qa", "region_qa"])]
+    for task in ("findings_qa", "region_qa"):
+        assert set(dropped.loc[dropped["task"] == task, "context_mode"]) == set(MODES), task
+    others = plan[~plan["task"].isin(["findings_qa", "region_qa", "view_classification"])]
+    assert set(others["context_mode"]) == {"full"}
     for _, row in dropped.iterrows():
         history = list(row["history"])
         findings = study(sources, row["study_id"])["findings"]
@@ -146,6 +150,26 @@ def test_context_modes_in_the_plan(plan, sources):
             kept = split_sentences(history[1]["content"])
             assert len(kept) == math.ceil(len(split_sentences(findings)) / 2)
             assert all(s in split_sentences(findings) for s in kept)
+
+
+def test_view_classification_follows_the_image_alone(plan):
+    """Image only by default, as RaDialog's evaluation asks it: no report history, context mode none."""
+    rows = plan[plan["task"] == "view_classification"]
+    assert len(rows) and set(rows["context_mode"]) == {"none"}
+    assert all(len(h) == 0 for h in rows["history"]) and rows["instruction"].str.startswith(IMG).all()
+
+
+def test_view_classification_context_dropping_on_request(planned_workdir, demo_params):
+    params = {**demo_params, "plan": {**demo_params["plan"], "view_classification_context": "context_dropping"}}
+    cfg = load_config(params)
+    ctx = BuildContext(seed=demo_params["seed"], preset=effective_preset(cfg))
+    rows = BUILDERS["view_classification"](ctx, load_inputs(ctx, planned_workdir))
+    assert set(rows["context_mode"]) == set(MODES)
+    assert any(len(h) == 2 for h in rows["history"])
+    default = effective_preset(load_config(demo_params))
+    assert "view_classification" not in default.context_dropping and "findings_qa" in default.context_dropping
+    with pytest.raises(ConfigError, match="view_classification_context 'report'"):
+        load_config({**demo_params, "plan": {**demo_params["plan"], "view_classification_context": "report"}})
 
 
 def test_view_classification_targets(plan, sources):
@@ -214,12 +238,28 @@ def test_rad_restruct_balancing_on_the_real_sample():
     rows = expand_images(table.to_pandas(), ("train", "validate", "test"))
     balanced, stats = balance_yes_no(rows, seed=1)
     yes_no = balanced[balanced["options"].map(lambda o: set(o) == {"yes", "no"})]
-    counts = yes_no.assign(a=yes_no["answers"].map(lambda a: a[0])).groupby(["path", "a"]).size().unstack(fill_value=0)
+    counts = (yes_no.assign(a=yes_no["answers"].map(lambda a: a[0])).groupby(["split", "path", "a"]).size()
+              .unstack(fill_value=0))
     assert (counts["yes"] == counts["no"]).all() and counts["yes"].sum() > 100
+    assert set(counts.index.get_level_values("split")) == {"train", "validate", "test"}
     attributes = rows[~rows["options"].map(lambda o: set(o) == {"yes", "no"})]
     assert stats["attribute_kept"] == len(attributes) and attributes.index.isin(balanced.index).all()
     again, _ = balance_yes_no(rows, seed=1)
     assert again.index.equals(balanced.index)  # seeded
+
+
+def test_rad_restruct_balancing_is_within_each_split():
+    """One split's answers never decide what another keeps: train has yes and no for the path, test
+    only no; balanced per split, test keeps nothing of it (pooled, test's "no" rows would pad train's)."""
+    answers = [("train", "yes")] * 3 + [("train", "no")] * 1 + [("test", "no")] * 2
+    rows = pd.DataFrame({"sample_key": [f"k{i}" for i in range(len(answers))], "split": [a[0] for a in answers],
+                         "path": "lung_signs_opacity", "options": [["yes", "no"]] * len(answers),
+                         "answers": [[a[1]] for a in answers]})
+    balanced, stats = balance_yes_no(rows, seed=2)
+    assert sorted(zip(balanced["split"], balanced["answers"].map(tuple))) == [("train", ("no",)), ("train", ("yes",))]
+    assert stats["yes_no_kept"] == 2 and stats["yes_kept"] == 1
+    pooled, _ = balance_yes_no(rows, seed=2, group=("path",))
+    assert len(pooled) == 6  # what pooling would keep: 3 yes against 3 no from two splits
 
 
 def test_allocation_presets_give_the_documented_proportions(planned_workdir, demo_params):

@@ -2,10 +2,8 @@
 validate and release; then the audit report, the exclusions, the notebook, and ``verify`` on the
 release folder, intact, tampered with, and with a phone number injected.
 
-The generation cache is written here instead of by the tiny random model: answers built from each
-study's labels (most faithful, some deliberately broken: echoed, truncated, empty, inventing a
-finding), under the request hashes the pipeline computes, so that the audit has both verdicts to
-give and the release holds pseudo labels.
+The generation cache is written by :mod:`fake_generator` instead of by the tiny random model, so
+that the audit has both verdicts to give and the release holds pseudo labels.
 """
 
 from __future__ import annotations
@@ -23,18 +21,24 @@ import pytest
 
 from radialog_instruct.tasks.config import load_params
 from radialog_instruct.tasks.errors import InputError
-from radialog_instruct.tasks.generation.cache import GenerationCache
-from radialog_instruct.tasks.generation.requests import request_hashes
 from radialog_instruct.tasks.instruct.plan import run_plan
 from radialog_instruct.tasks.io import read_json, write_json
-from radialog_instruct.tasks.labeling.conditions import FINDINGS, column, spoken_name
 from radialog_instruct.tasks.labeling.stage import run_label
 from radialog_instruct.tasks.quality.audit import run_audit
 from radialog_instruct.tasks.quality.validate import run_validate
-from radialog_instruct.tasks.release.physionet import SUMS, checksum_lines, run_release, verify_release
-from radialog_instruct.tasks.sources.ingest import run_ingest
+from radialog_instruct.tasks.release.physionet import (
+    SUMS,
+    checksum_lines,
+    dataset_card,
+    load_config,
+    run_release,
+    synthetic_sources,
+    verify_release,
+)
 from radialog_instruct.tasks.storage.assemble import run_assemble
-from radialog_instruct.tasks.workdir import Workdir
+
+from fake_generator import write_generation_cache
+from reference import RAD_RESTRUCT
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "browse_samples.ipynb"
 #: the validate/audit/release settings proposed for params.yaml's demo (see the module docstring
@@ -50,46 +54,12 @@ SETTINGS = {
 }
 
 
-def answer(task: str, positives: list[str], k: int) -> tuple[str, str]:
-    """(text, finish reason) of the k-th replay row: mostly faithful, every 5th broken in turn."""
-    names = [spoken_name(p) for p in positives]
-    listing = (", ".join(names[:-1]) + " and " + names[-1]) if len(names) > 1 else "".join(names)
-    broken = [("Report: the heart is normal. Summarize the report.", "stop"), ("", "stop"),
-              (f"The study shows {listing or 'no acute abnormality'}, with", "length"),
-              ("There is a large right pneumothorax and a displaced rib fracture.", "stop")]
-    if k % 5 == 4:
-        return broken[(k // 5) % len(broken)]
-    if task == "region_qa":
-        return (f"Yes, there is {listing}." if names else "No, this region looks normal."), "stop"
-    return (f"The study shows {listing}." if names else "The lungs are clear and the heart is normal."), "stop"
-
-
-def write_generation_cache(params: dict[str, Any], wd: Workdir) -> None:
-    plan = pq.read_table(wd.table("plan")).to_pandas()
-    labels = pq.read_table(wd.table("labels")).to_pandas().set_index("study_id")
-    hashes = request_hashes(plan, params, wd)
-    rows = []
-    for k, (i, h) in enumerate((i, h) for i, h in enumerate(hashes) if h is not None):
-        row = plan.iloc[i]
-        study = labels.loc[row["study_id"]]
-        positives = [f for f in FINDINGS if study[column(f)] == 1]
-        text, finish = answer(row["task"], positives, k)
-        rows.append({"request_hash": h, "text": text, "finish_reason": finish, "prompt_tokens": 50,
-                     "completion_tokens": len(text.split()), "latency_s": 0.01, "backend": "transformers",
-                     "model": "test/faithful-writer", "revision": "r1", "sampling": '{"temperature": 0}', "seed": 0,
-                     "template_version": str(row["template_version"])})
-    with GenerationCache.of(wd).writer(chunk_size=len(rows)) as writer:
-        for row in rows:
-            writer.add(row)
-
-
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def demo(ingested_copy) -> dict[str, Any]:
     params = load_params(demo=True)
     for key, value in SETTINGS.items():
         params[key] = {**(params.get(key) or {}), **value}
-    wd = Workdir.at(tmp_path_factory.mktemp("demo"))
-    run_ingest(params, wd)
+    wd = ingested_copy("demo")
     run_label(params, wd)
     run_plan(params, wd)
     write_generation_cache(params, wd)
@@ -145,9 +115,9 @@ def test_validation_passed_on_the_demo_shards(demo: dict[str, Any]):
 def test_release_folder_layout_and_card(demo: dict[str, Any]):
     folder = demo["release"]
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    assert files == ["LICENSE.txt", "README.md", SUMS, "data/flat/test.json", "data/flat/train.json",
-                     "data/flat/validate.json", "data/test/part-00000.parquet", "data/train/part-00000.parquet",
-                     "data/validate/part-00000.parquet"]
+    assert files == ["LICENSE.txt", "LICENSE_Rad-ReStruct.txt", "README.md", SUMS, "data/flat/test.json",
+                     "data/flat/train.json", "data/flat/validate.json", "data/test/part-00000.parquet",
+                     "data/train/part-00000.parquet", "data/validate/part-00000.parquet"]
     for split in ("train", "validate", "test"):
         shard = folder / "data" / split / "part-00000.parquet"
         assert shard.read_bytes() == (demo["shards"] / split / "part-00000.parquet").read_bytes()
@@ -162,6 +132,7 @@ def test_release_folder_layout_and_card(demo: dict[str, Any]):
     assert "test/faithful-writer" in card and "### Audit" in card and "| region_qa |" in card
     assert manifest["pipeline_version"] in card and f"`{manifest['config_hash']}`" in card
     assert "PhysioNet Credentialed Health Data License 1.5.0" in (folder / "LICENSE.txt").read_text()
+    assert (folder / "LICENSE_Rad-ReStruct.txt").read_bytes() == (RAD_RESTRUCT.parents[1] / "LICENSE").read_bytes()
     sums = (folder / SUMS).read_text().splitlines()
     assert sums == checksum_lines(folder)
     assert [s.split(" ", 1)[1] for s in sums] == sorted(f for f in files if f != SUMS)
@@ -169,7 +140,43 @@ def test_release_folder_layout_and_card(demo: dict[str, Any]):
 
 def test_release_folder_passes_verify(demo: dict[str, Any]):
     result = verify_release(demo["release"])
-    assert result["phi_hits"] == 0 and result["files"] == 9
+    assert result["phi_hits"] == 0 and result["files"] == 10
+
+
+def test_release_states_each_source_and_its_terms(demo: dict[str, Any]):
+    """Rad-ReStruct is built on IU X-ray (Open-i), not on MIMIC-CXR; each source has its own terms."""
+    folder = demo["release"]
+    licence, card = (folder / "LICENSE.txt").read_text(), (folder / "README.md").read_text()
+    for text in (licence, card):
+        assert "MIT licence of the Rad-ReStruct repository" in text and "not derived from MIMIC-CXR" in text
+        assert "Indiana University chest X-ray collection" in text and "Open-i" in text
+        assert "Demner-Fushman et al., 2016" in text and "MIMIC-NLE" in text
+        assert not re.search(r"Rad-ReStruct[^.]*derived from MIMIC-CXR", text.replace("not derived", ""))
+    assert card.index("## Sources and terms") < card.index("## Files")
+    assert "Its prompts use this project's system prompt" in card  # the default is not the original format
+
+
+def test_demo_release_says_it_is_synthetic(demo: dict[str, Any]):
+    card = (demo["release"] / "README.md").read_text()
+    banner = card.split("\n\n")[1]
+    assert banner.startswith("> **Synthetic demo data.**")
+    for source in ("MIMIC-CXR reports", "MIMIC-CXR-JPG tables", "MIMIC-NLE"):
+        assert source in banner
+    assert "Rad-ReStruct" not in banner  # the demo's Rad-ReStruct sample is the real one
+    assert "synthetic demo corpus" in (demo["release"] / "LICENSE.txt").read_text()
+
+
+def test_a_release_from_real_sources_has_no_synthetic_note(demo: dict[str, Any], tmp_path: Path):
+    real = tmp_path / "mimic-cxr"
+    real.mkdir()
+    (real / "README.md").write_text("MIMIC-CXR reports\n")
+    params = {"sources": {"mimic_cxr": {"reports": str(real), "jpg_root": str(real)},
+                          "mimic_nle": {"dir": str(tmp_path / "absent")}}}
+    assert synthetic_sources(params) == []
+    assert synthetic_sources(demo["params"]) == ["MIMIC-CXR reports", "MIMIC-CXR-JPG tables", "MIMIC-NLE"]
+    manifest = read_json(demo["shards"] / "manifest.json")
+    card = dataset_card(load_config(demo["params"]), manifest, {"rows": 1}, None, [], synthetic_sources(params))
+    assert "Synthetic" not in card and "synthetic" not in card
 
 
 @pytest.fixture

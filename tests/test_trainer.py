@@ -236,8 +236,7 @@ def test_stage_spec_names_the_manifest_and_the_adapter(workdir, tiny_model):
     spec = stage_spec(train_params("demo-tiny"), workdir)
     assert workdir.shards(VERSION) / "manifest.json" in spec.inputs
     assert workdir.models / "demo-tiny" in spec.inputs
-    assert spec.outputs == [workdir.root / "adapters" / VERSION / "adapter"]
-    assert spec.key()["code"] and spec.settings["dataset_version"] == VERSION
+    assert spec.outputs == [workdir.root / "adapters" / VERSION / "adapter", workdir.report("train-summary.json")]
 
 
 @pytest.mark.parametrize("override, message", [
@@ -339,6 +338,34 @@ def test_saved_adapter_reloads_and_generates(workdir, tiny_model):
         again = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_model)), summary["adapter"])
         assert torch.allclose(with_adapter, again(ids).logits, atol=1e-5)
     assert not torch.allclose(with_adapter, without, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_bf16_mixed_precision_and_gradient_checkpointing(workdir, tiny_model, tmp_path, monkeypatch):
+    import transformers.modeling_utils as hf  # gradient_checkpointing_enable binds its torch checkpoint function
+
+    recomputed = []
+    real = hf.checkpoint
+    monkeypatch.setattr(hf, "checkpoint", lambda *a, **k: recomputed.append(1) or real(*a, **k))
+
+    def run(name: str, **settings) -> dict:
+        lora = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+        params = train_params(tiny_model, eval_every=None, epochs=1, output_dir=str(tmp_path / name), lora=lora,
+                              **settings)
+        return run_train(params, workdir, max_steps=3)
+
+    plain = run("fp32")
+    assert not recomputed
+    checkpointed = run("checkpointed", gradient_checkpointing=True)
+    assert len(recomputed) >= 2 * 3  # both decoder layers, every step
+    assert checkpointed["train_loss_per_step"] == pytest.approx(plain["train_loss_per_step"], rel=1e-6)
+    mixed = run("bf16", dtype="bfloat16", gradient_checkpointing=True)
+    assert mixed["dtype"] == "bfloat16"
+    assert mixed["train_loss_per_step"] == pytest.approx(plain["train_loss_per_step"], rel=1e-3)
+    assert mixed["train_loss_per_step"] != plain["train_loss_per_step"]  # bf16 matmuls did run
+    state = torch.load(tmp_path / "bf16" / "checkpoints" / "step-0000003" / "state.pt", weights_only=True)
+    assert {t.dtype for t in state["trainable"].values()} == {torch.float32}  # LoRA weights stay fp32
+    assert {t.dtype for t in lora_weights(tmp_path / "bf16" / "adapter").values()} == {torch.float32}
 
 
 # --- image features ---------------------------------------------------------------------------

@@ -1,10 +1,17 @@
 """Resumable training state: progress counters and atomic checkpoints.
 
-``<output_dir>/checkpoints/step-NNNNNNN/`` holds ``state.pt`` (trainable weights, optimizer,
-scheduler, torch RNG states) and ``progress.json`` (step, epoch, rows consumed in the epoch, eval
-history, early-stopping counters, the run's resume key). Each folder is written under a temporary
-name and renamed into place, so the newest folder is always complete; the oldest beyond
-``keep_checkpoints`` are removed.
+``<output_dir>/checkpoints/step-NNNNNNN/`` holds ``state.pt`` (trainable weights, optimizer and
+scheduler state) and ``progress.json`` (step, epoch, rows consumed in the epoch, eval history,
+early-stopping counters, the run's resume key). Each folder is written under a temporary name and
+renamed into place, so the newest folder is always complete; the oldest beyond
+``keep_checkpoints`` are removed. Rank 0 writes them; every rank of a resumed run reads them.
+
+The resume rule: the position is ``(epoch, rows_in_epoch)`` in the seeded *global* row order of
+the epoch, always at a step boundary, and a step is ``micro_batch_size * grad_accum`` rows of that
+order whatever the number of ranks. A run resumed on any number of ranks skips exactly
+``rows_in_epoch`` rows and deals the following steps' rows out to its own ranks: no row is repeated
+or skipped, and the updates are those of the interrupted run up to float summation order (and
+dropout draws, which are seeded per step and rank).
 """
 
 from __future__ import annotations
@@ -51,13 +58,6 @@ class Progress:
         return self.evals[-1]["step"] if self.evals else None
 
 
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
 def checkpoints(root: Path) -> list[Path]:
     """Complete checkpoint folders, oldest first."""
     if not root.is_dir():
@@ -70,7 +70,7 @@ def save(root: Path, progress: Progress, trainable: dict[str, torch.Tensor], opt
     target = root / f"{PREFIX}{progress.step:07d}"
     with atomic_path(target, directory=True) as tmp:
         torch.save({"trainable": trainable, "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": _rng_state()}, tmp / STATE_FILE)
+                    "scheduler": scheduler.state_dict()}, tmp / STATE_FILE)
         write_json(dataclasses.asdict(progress), tmp / PROGRESS_FILE)
     for old in checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -85,9 +85,3 @@ def load(path: Path, resume_key: str) -> tuple[Progress, dict[str, Any]]:
                           f"start over with --no-resume (or another train.output_dir)")
     return progress, torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
 
-
-def restore_rng(state: dict[str, Any]) -> None:
-    """Put torch's RNGs (dropout) back where the checkpointed run had them."""
-    torch.set_rng_state(state["rng"]["torch"])
-    if "cuda" in state["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])

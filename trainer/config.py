@@ -3,6 +3,10 @@
 Defaults follow RaDialog v1's ``finetune.py`` (LoRA r 8 / alpha 16 / dropout 0.05 on q_proj and
 v_proj, lr 3e-4, 2 x 64 accumulation = batch 128, 100 warmup steps, eval every 400 steps, cut-off
 800 tokens) with v2's supervision of the last assistant turn only.
+
+``micro_batch_size * grad_accum`` rows make one optimizer step whatever the number of ranks (the
+global batch): under a launcher each of ``W`` ranks trains on ``1 / W`` of them, in micro-batches
+of ``micro_batch_size``, so the trajectory and the checkpoints do not depend on ``W``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ SCHEDULERS = ("linear", "cosine")
 #: Settings that do not change the training trajectory: a checkpoint written under other values
 #: of these still resumes (everything else must match, see :meth:`TrainConfig.resume_key`).
 NON_TRAJECTORY = ("output_dir", "epochs", "max_steps", "eval_every", "eval_max_rows", "save_every",
-                  "keep_checkpoints", "early_stopping_patience", "log_every")
+                  "keep_checkpoints", "early_stopping_patience", "log_every", "gradient_checkpointing")
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     epochs: int = 3
+    #: rows per forward pass on one rank
     micro_batch_size: int = 2
+    #: micro-batches per optimizer step over all ranks (each of W ranks runs grad_accum / W of them)
     grad_accum: int = 64
     shuffle_buffer: int = 10000
     #: optimizer steps between evaluations (besides the one at every epoch end); null = epoch ends only
@@ -84,7 +90,11 @@ class TrainConfig:
     log_every: int = 10
     #: null = the top-level seed
     seed: int | None = None
+    #: bfloat16 = bf16 mixed precision: frozen base weights in bf16 and matmuls under bf16 autocast, while
+    #: the LoRA weights, optimizer state and loss stay float32; auto = bfloat16 on a GPU that has it
     dtype: str = "auto"
+    #: recompute each decoder layer's activations in the backward pass (less memory, ~1/3 more compute)
+    gradient_checkpointing: bool = False
     load_in_8bit: bool = False
     max_steps: int | None = None
 

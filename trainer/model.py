@@ -61,11 +61,12 @@ def resolve_base(name: str, revision: str | None, wd: Workdir, texts: Callable[[
     return BaseModel(name, str(path), None)
 
 
-def pick_runtime(dtype: str, load_in_8bit: bool) -> Runtime:
-    cuda = torch.cuda.is_available()
+def pick_runtime(dtype: str, load_in_8bit: bool, device: torch.device | None = None) -> Runtime:
+    """``device``: the rank's device under a launcher; by default the GPU if there is one."""
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = device.type == "cuda"
     if load_in_8bit and not cuda:
         raise ConfigError("params: train.load_in_8bit needs a CUDA GPU")
-    device = torch.device("cuda" if cuda else "cpu")
     if dtype == "auto":
         return Runtime(device, torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32)
     return Runtime(device, getattr(torch, dtype))

@@ -1,11 +1,13 @@
 """The train stage: shards/<version> -> <output_dir>/adapter (+ checkpoints, reports/train-summary.json).
 
-:func:`run_train` is what the CLI (``radialog-instruct train``) and the flow call;
-:func:`stage_spec` tells the stage stamps what the stage reads and writes.
+:func:`run_train` is what the CLI (``radialog-instruct train``) and the flow call (through
+:mod:`.stage`, which also tells the stage stamps what the stage reads and writes), and what every
+rank runs under a launcher (trainer/launch.py).
 """
 
 from __future__ import annotations
 
+import logging
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -13,23 +15,23 @@ from typing import Any
 import torch
 
 from ..tasks import PIPELINE_VERSION
-from ..tasks.config import PROJECT_ROOT
 from ..tasks.errors import InputError
 from ..tasks.hashing import short_id
 from ..tasks.io import dumps_json, write_json
-from ..tasks.stage import StageSpec
 from ..tasks.text.conversation import load_conversation
 from ..tasks.workdir import Workdir
-from .config import DEMO_MODEL, TrainConfig, dataset_version, load_config, output_dir
+from . import distributed
+from .config import TrainConfig, dataset_version, load_config, output_dir
 from .encode import Encoder, ImageSlot
 from .features import build_projector, open_features
 from .loop import Data, Trainer
 from .model import BaseModel, GroundedLM, add_image_token, add_lora, load_lm, load_tokenizer, pick_runtime, resolve_base
 from .shards import ShardSet, count_rows, open_shards, stream_rows
 
+log = logging.getLogger(__name__)
+
 #: Conversations the demo model's tokenizer is trained on.
 DEMO_TOKENIZER_ROWS = 2000
-CONVERSATION_TEMPLATE = PROJECT_ROOT / "prompt_templates" / "conversation.yaml"
 
 
 def _demo_texts(shards: ShardSet, seed: int) -> list[str]:
@@ -39,9 +41,12 @@ def _demo_texts(shards: ShardSet, seed: int) -> list[str]:
     return [conversation.render(row.messages, open_turn=False) for row in islice(rows, DEMO_TOKENIZER_ROWS)]
 
 
-def _data(cfg: TrainConfig, shards: ShardSet) -> Data:
+def _verify(shards: ShardSet) -> None:
     for split in ("train", "validate"):
         shards.verify(split)
+
+
+def _data(cfg: TrainConfig, shards: ShardSet) -> Data:
     train, validate = shards.files("train"), shards.files("validate")
     data = Data(train, validate, cfg.tasks, count_rows(train, "train", cfg.tasks),
                 count_rows(validate, "validate", cfg.tasks))
@@ -71,14 +76,26 @@ def run_train(params: dict[str, Any], wd: Workdir, *, max_steps: int | None = No
     cfg = load_config(params, max_steps=max_steps)
     version = dataset_version(cfg, params)
     shards = open_shards(wd.shards(version))
+    ranks = distributed.start()
+    ranks.on_main(lambda: _verify(shards))  # read once, not once per rank
     data = _data(cfg, shards)
     out_dir = output_dir(cfg, wd, version)
-    base = resolve_base(cfg.base_model, cfg.revision, wd, lambda: _demo_texts(shards, cfg.seed), cfg.seed)
-    runtime = pick_runtime(cfg.dtype, cfg.load_in_8bit)
+
+    def base_model() -> BaseModel:
+        return resolve_base(cfg.base_model, cfg.revision, wd, lambda: _demo_texts(shards, cfg.seed), cfg.seed)
+
+    ranks.on_main(base_model)  # rank 0 builds the demo model; the others then find it
+    base = base_model()
+    runtime = pick_runtime(cfg.dtype, cfg.load_in_8bit, ranks.device)
+    log.info("world size %d (backend %s, device %s, %s): each step's %d rows are dealt out to the ranks",
+             ranks.world, ranks.backend, runtime.device, str(runtime.dtype).removeprefix("torch."), cfg.rows_per_step)
     torch.manual_seed(cfg.seed)
 
     tokenizer = load_tokenizer(base.path, base.revision)
     lm = add_lora(load_lm(base, runtime, load_in_8bit=cfg.load_in_8bit), cfg.lora, base.revision)
+    if cfg.gradient_checkpointing:  # non-reentrant: no inputs that require grad needed under frozen embeddings
+        lm.config.use_cache = False
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     conversation = load_conversation()
     provider, projector, slot, image = None, None, None, None
     if cfg.features.path:
@@ -92,18 +109,19 @@ def run_train(params: dict[str, Any], wd: Workdir, *, max_steps: int | None = No
     encoder = Encoder(tokenizer, conversation, max_length=cfg.max_length, supervise=cfg.supervise, image=slot)
 
     trainer = Trainer(cfg, model, tokenizer, encoder, provider, data, runtime, out_dir,
-                      _metadata(cfg, base, shards, image), cfg.resume_key(shards.manifest_sha256))
+                      _metadata(cfg, base, shards, image), cfg.resume_key(shards.manifest_sha256), ranks)
     resumed = False
     if resume:
         resumed = trainer.resume()
     else:
-        trainer.discard_checkpoints()
+        ranks.on_main(trainer.discard_checkpoints)
     progress = trainer.run()
 
     summary = {
         "dataset_version": shards.version, "manifest_sha256": shards.manifest_sha256,
         "adapter": str(trainer.adapter_dir), "base_model": base.name, "device": str(runtime.device),
-        "dtype": str(runtime.dtype).removeprefix("torch."), "image_features": image is not None,
+        "dtype": str(runtime.dtype).removeprefix("torch."), "world_size": ranks.world,
+        "image_features": image is not None,
         "resumed": resumed, "steps": progress.step, "epochs_completed": progress.epoch,
         "stop_reason": progress.stop_reason, "supervised_tokens": progress.tokens,
         "train_rows": data.train_rows, "validate_rows": data.validate_rows, "skipped_rows": progress.skipped,
@@ -112,20 +130,6 @@ def run_train(params: dict[str, Any], wd: Workdir, *, max_steps: int | None = No
         "train_loss_per_step": progress.losses, "evals": progress.evals,
         "best_eval_loss": progress.best_eval, "best_step": progress.best_step,
     }
-    write_json(summary, wd.report("train-summary.json"))
+    if ranks.is_main:
+        write_json(summary, wd.report("train-summary.json"))
     return summary
-
-
-def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
-    cfg = load_config(params)
-    version = dataset_version(cfg, params)
-    inputs = [wd.shards(version) / "manifest.json", CONVERSATION_TEMPLATE]
-    if cfg.features.path:
-        inputs.append(Path(cfg.features.path))
-    if cfg.base_model == DEMO_MODEL:
-        inputs.append(wd.models / DEMO_MODEL)
-    elif Path(cfg.base_model).is_dir():
-        inputs.append(Path(cfg.base_model))
-    settings = {"train": params.get("train"), "seed": params.get("seed"), "dataset_version": version}
-    return StageSpec("train", inputs, settings, [output_dir(cfg, wd, version) / "adapter"],
-                     code=("trainer", "tasks/text", "tasks/models"))

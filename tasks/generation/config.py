@@ -3,9 +3,17 @@
 A preset names a generator and its decoding defaults; ``model``, ``max_new_tokens``,
 ``temperature`` and ``top_p`` override them one by one. ``temperature: 0`` means greedy decoding.
 
-- ``vicuna-7b-v1.5``: the paper's LLM (lmsys/vicuna-7b-v1.5), greedy, 256 new tokens.
-- ``vicuna-13b-v1.3``: the original code's generator (lmsys/vicuna-13b-v1.3; transformers
-  ``generate`` with the model's generation config, i.e. greedy, ``max_new_tokens=256``).
+Named by what is known about them (every preset decodes greedily, 256 new tokens):
+
+- ``vicuna-13b-v1.3``: what the original code ran (lmsys/vicuna-13b-v1.3 in RaDialog's
+  ``data/create_data.py``; transformers ``generate`` with the model's generation config, i.e.
+  greedy, ``max_new_tokens=256``).
+- ``vicuna-7b-v1.3``: lmsys/vicuna-7b-v1.3, the 7B Vicuna of the original v1 trainer
+  (``finetune.py``'s ``vicuna_v7``). The papers say the pseudo labels came from the non-fine-tuned
+  LLM, "vicuna-7b", without a version.
+- ``vicuna-7b-v1.5``: lmsys/vicuna-7b-v1.5, a 7B Vicuna as the papers name one; the version is
+  this project's choice (it is also the bundled trainer's default base model), not something the
+  papers or the original code state.
 - ``demo-tiny``: a tiny random-weight Llama built on first use into ``<workdir>/models/demo-tiny``
   from the ingested report texts. It exercises the real code paths offline; its text is noise.
 """
@@ -34,8 +42,9 @@ class Preset:
 DEMO_TINY = "demo-tiny"
 
 PRESETS: dict[str, Preset] = {
-    "vicuna-7b-v1.5": Preset("lmsys/vicuna-7b-v1.5"),
     "vicuna-13b-v1.3": Preset("lmsys/vicuna-13b-v1.3"),
+    "vicuna-7b-v1.3": Preset("lmsys/vicuna-7b-v1.3"),
+    "vicuna-7b-v1.5": Preset("lmsys/vicuna-7b-v1.5"),
     DEMO_TINY: Preset(DEMO_TINY, max_new_tokens=32, meaningful=False),
 }
 

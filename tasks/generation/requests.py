@@ -1,9 +1,9 @@
 """The request stream: plan rows with ``gen_messages`` rendered into generator prompts and hashed.
 
 A replay row's ``gen_messages`` (the conversation the generator answers) is rendered with the
-Vicuna v1.1 conversation template (``prompt_templates/conversation.yaml``), ending in
-``ASSISTANT:``. Every request carries the configured ``generate.seed``, so identical prompts get
-the same hash and are generated once.
+build's conversation template (``conversation.yaml`` of ``plan.templates_dir``, else the packaged
+Vicuna v1.1 one), ending in ``ASSISTANT:``. Every request carries the configured
+``generate.seed``, so identical prompts get the same hash and are generated once.
 
 Request hash recipe (version 1). The hash is the lowercase hex SHA-256 of the UTF-8 bytes of::
 
@@ -35,7 +35,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ..errors import InputError
-from ..text.conversation import Conversation, load_conversation
+from ..text.conversation import Conversation, load_conversation, params_conversation
 from ..workdir import Workdir
 from .config import GenerateConfig, load_config
 from .engine import Request, Sampling
@@ -96,9 +96,8 @@ def _messages(cell: Any) -> list[dict[str, str]] | None:
     return [{"role": m["role"], "content": m["content"]} for m in cell]
 
 
-def _rendered(plan: pa.Table | pd.DataFrame) -> list[tuple[str, str] | None]:
+def _rendered(plan: pa.Table | pd.DataFrame, conversation: Conversation) -> list[tuple[str, str] | None]:
     """(prompt, template_version) per plan row; None for rows without ``gen_messages``."""
-    conversation = load_conversation()
     out: list[tuple[str, str] | None] = []
     rows = zip(_column(plan, "sample_id"), _column(plan, "template_version"), _column(plan, "gen_messages"))
     for sample_id, version, cell in rows:
@@ -119,25 +118,29 @@ def request_hashes(plan: pa.Table | pd.DataFrame, settings: RequestSettings | Ma
                    wd: Workdir | None = None) -> list[str | None]:
     """The request hash of every plan row, row-aligned; None for rows that are not replay rows.
 
-    ``settings`` is a :class:`RequestSettings`, or the params together with the work dir (a local
-    or demo model's identity is read from its folder)."""
+    ``settings`` is a :class:`RequestSettings` (prompts rendered with the packaged conversation),
+    or the params together with the work dir (a local or demo model's identity is read from its
+    folder; the conversation is the build's)."""
+    conversation = load_conversation()
     if not isinstance(settings, RequestSettings):
         if wd is None:
             raise TypeError("request_hashes(plan, params, wd): the work dir is needed with params")
+        conversation = params_conversation(dict(settings))
         settings = request_settings(dict(settings), wd)
-    conversation = load_conversation()
     return [None if item is None else request_hash(settings, item[0], item[1], conversation)
-            for item in _rendered(plan)]
+            for item in _rendered(plan, conversation)]
 
 
-def build_requests(plan: pa.Table | pd.DataFrame, settings: RequestSettings) -> tuple[list[Request], int]:
+def build_requests(plan: pa.Table | pd.DataFrame, settings: RequestSettings,
+                   conversation: Conversation | None = None) -> tuple[list[Request], int]:
     """The distinct requests of the plan, sorted by prompt (shared prefixes end up adjacent, which
-    is what prefix caching and batching want), and the number of replay rows they came from."""
-    conversation = load_conversation()
+    is what prefix caching and batching want), and the number of replay rows they came from.
+    ``conversation`` renders the prompts (default: the packaged one)."""
+    conversation = conversation or load_conversation()
     suffix = "/" + conversation_id(conversation)
     unique: dict[str, Request] = {}
     rows = 0
-    for item in _rendered(plan):
+    for item in _rendered(plan, conversation):
         if item is None:
             continue
         rows += 1

@@ -1,5 +1,5 @@
-"""What every task builder shares: the build context, variant choice, conversation turns and the
-assembly of a builder's columns into plan rows.
+"""What every task builder shares: the build context, variant choice, conversation turns, the
+assembly of a builder's columns into plan rows, and the original's fuse step (:func:`fuse_rows`).
 
 A builder receives a pandas frame of source rows (one per sample) and returns a frame with the
 plan columns of :data:`schemas.PLAN`; ``history`` / ``messages`` / ``gen_messages`` hold lists of
@@ -18,10 +18,9 @@ import pandas as pd
 from ..augment.context_dropping import contexts, draw_modes
 from ..hashing import draws, key_hashes, pick
 from ..text.conversation import Conversation, load_conversation
+from .fidelity import IMPROVED, ORIGINAL, findings_listing, fuse_text
 from .presets import Preset
 from .templates import TaskTemplates, Variant, load_templates
-
-NO_COMMON_FINDINGS = "no common findings"
 
 
 @dataclass(frozen=True)
@@ -54,10 +53,16 @@ class BuildContext:
     preset: Preset
     splits: tuple[str, ...] = ("train", "validate", "test")
     templates_dir: str | None = None
+    #: ``original`` or ``improved`` (resolved; see :mod:`.fidelity`)
+    fidelity: str = IMPROVED
+
+    @property
+    def original(self) -> bool:
+        return self.fidelity == ORIGINAL
 
     @property
     def conversation(self) -> Conversation:
-        return load_conversation()
+        return load_conversation(self.templates_dir)
 
     def templates(self, task: str) -> TaskTemplates:
         return load_templates(task, self.templates_dir)
@@ -73,24 +78,26 @@ class BuildContext:
 
 
 def findings_prompt_value(structured_findings: str | None) -> str:
-    """The ``Predicted Findings`` text: lower-cased positives, or "no common findings"."""
-    return structured_findings.lower() if structured_findings else NO_COMMON_FINDINGS
+    """The ``Predicted Findings`` text of a report-generation sample: lower-cased positives, or
+    "no common findings" (as in the original's report-generation rows)."""
+    return findings_listing(structured_findings, original=False)
 
 
 def report_generation_instruction(ctx: BuildContext, structured_findings: str | None) -> str:
-    return _report_generation_prompt(ctx.templates_dir, structured_findings or "")
+    return _report_generation_prompt(ctx.templates_dir, findings_prompt_value(structured_findings))
 
 
 @lru_cache(maxsize=65536)
-def _report_generation_prompt(templates_dir: str | None, structured_findings: str) -> str:
+def _report_generation_prompt(templates_dir: str | None, findings: str) -> str:
     (variant,) = load_templates("report_generation", templates_dir).variants("default")[:1]
-    return variant.text.format(image_prefix=load_conversation().image_prefix,
-                               findings=findings_prompt_value(structured_findings))
+    return variant.fill(image_prefix=load_conversation(templates_dir).image_prefix, findings=findings)
 
 
 def report_turns(ctx: BuildContext, structured_findings: str | None, report: str) -> list[dict[str, str]]:
-    """The report-generation exchange that report-based tasks carry in their history."""
-    return [{"role": "user", "content": report_generation_instruction(ctx, structured_findings)},
+    """The report-generation exchange that report-based tasks carry in their history (its findings
+    as :func:`.fidelity.findings_listing` has them)."""
+    findings = findings_listing(structured_findings, original=ctx.original)
+    return [{"role": "user", "content": _report_generation_prompt(ctx.templates_dir, findings)},
             {"role": "assistant", "content": report}]
 
 
@@ -98,6 +105,11 @@ def user_turn(ctx: BuildContext, history: list[dict[str, str]], instruction: str
     """A conversation without history starts with the image slot."""
     return instruction if history else ctx.conversation.image_prefix + instruction
 
+
+def conversation_turns(history: list[dict[str, str]], instruction: str, output: str | None) -> list[dict[str, str]]:
+    """``messages``: the history, the question, and the answer when there is one."""
+    return history + [{"role": "user", "content": instruction}] + (
+        [] if output is None else [{"role": "assistant", "content": output}])
 
 
 def finish(frame: pd.DataFrame, *, task: str, ctx: BuildContext, keys: Keys, history: list[list[dict]],
@@ -113,10 +125,7 @@ def finish(frame: pd.DataFrame, *, task: str, ctx: BuildContext, keys: Keys, his
     out["history"] = history
     out["instruction"] = instructions
     out["output"] = outputs
-    out["messages"] = [
-        h + [{"role": "user", "content": q}] + ([] if a is None else [{"role": "assistant", "content": a}])
-        for h, q, a in zip(history, instructions, outputs)
-    ]
+    out["messages"] = [conversation_turns(h, q, a) for h, q, a in zip(history, instructions, outputs)]
     out["template_id"] = template_ids
     out["template_version"] = ctx.templates(task).version
     out["gen_messages"] = gen_messages if gen_messages is not None else [None] * len(out)
@@ -168,3 +177,21 @@ def context_histories(ctx: BuildContext, task: str, keys: Keys, rows: pd.DataFra
     histories = [[] if text is None else report_turns(ctx, findings, text)
                  for text, findings in zip(texts, rows["structured_findings"].tolist())]
     return histories, modes
+
+
+def fuse_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The original's fuse step on an instruct task's rows: every history turn and the question
+    formatted with ``findings`` = the row's lower-cased positive labels (:func:`.fidelity.fuse_text`).
+    Rows on which the original would have stopped (a stray brace) are dropped; returns the rows and
+    the number dropped."""
+    histories, instructions, keep = [], [], []
+    for history, question, structured in zip(frame["history"], frame["instruction"], frame["structured_findings"]):
+        findings = findings_listing(structured, original=True)
+        texts = [fuse_text(turn["content"], findings) for turn in history] + [fuse_text(question, findings)]
+        keep.append(all(t is not None for t in texts))
+        histories.append([{"role": turn["role"], "content": t} for turn, t in zip(history, texts)])
+        instructions.append(texts[-1])
+    out = frame.assign(history=histories, instruction=instructions)
+    out["messages"] = [conversation_turns(h, q, a) for h, q, a in zip(out["history"], out["instruction"], out["output"])]
+    mask = np.asarray(keep, dtype=bool)
+    return out[mask], int((~mask).sum())

@@ -10,8 +10,9 @@ label vector and the study within it are drawn from (seed, dicom_id).
 False positives (in the prediction, not in the image's labels) are to be removed, false negatives
 added; rows with neither are dropped and counted. The mode (add / remove / both) follows from
 which lists are non-empty; the training instruction is a variant of that mode, while the generator
-always gets the template's fixed explicit prompt. Names are spoken (see
-``conditions.spoken_name``) and joined "a, b and c".
+always gets the template's fixed explicit prompt (whitespace at its ends stripped, as the original
+does). Names are spoken (see ``conditions.spoken_name``; CheXpert's capitalised names in the
+original fidelity) and joined "a, b and c".
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from ..labeling.conditions import FINDINGS, spoken_name
+from ..labeling.conditions import FINDINGS
 from ..text.sentences import join_names
-from .base import BuildContext, Keys, finish, keyed, mimic_meta, report_generation_instruction
+from .base import BuildContext, Keys, finish, keyed, mimic_meta, report_turns
+from .fidelity import condition_name
 from .inputs import PlanInputs, positive_mask
 from .presets import CORRECTION
 
@@ -92,8 +94,8 @@ def from_predictions(rows: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFr
                         index=rows.index)
 
 
-def _names(mask: int) -> list[str]:
-    return [spoken_name(FINDINGS[i]) for i in range(len(FINDINGS)) if mask >> i & 1]
+def _names(mask: int, original: bool) -> list[str]:
+    return [condition_name(FINDINGS[i], original=original) for i in range(len(FINDINGS)) if mask >> i & 1]
 
 
 def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
@@ -103,8 +105,8 @@ def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
     else:
         predicted = retrieve_reports(ctx, rows, inputs.images[inputs.images["has_findings"].fillna(False).astype(bool)])
     own = label_masks(rows)
-    add = [(_names(g & ~p)) for g, p in zip(own, predicted["predicted_mask"])]
-    remove = [(_names(p & ~g)) for g, p in zip(own, predicted["predicted_mask"])]
+    add = [_names(g & ~p, ctx.original) for g, p in zip(own, predicted["predicted_mask"])]
+    remove = [_names(p & ~g, ctx.original) for g, p in zip(own, predicted["predicted_mask"])]
     usable = np.array([r is not None and bool(a or d) for r, a, d in zip(predicted["predicted_report"], add, remove)],
                       dtype=bool)
     inputs.notes["correction_candidates"] = len(rows)
@@ -122,16 +124,15 @@ def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
                                                             rows["structured_findings"])):
         variant = variants[mode][i]
         slots = {"add": join_names(a), "remove": join_names(d)}
-        instructions.append(variant.text.format(**slots))
+        instructions.append(variant.fill(**slots))
         template_ids.append(template.template_id(variant))
         fixed = gen["prompt"].format(
             remove_clause=gen["remove_clause"].format(**slots) if d else "",
-            add_clause=gen["add_clause"].format(**slots) if a else "")
+            add_clause=gen["add_clause"].format(**slots) if a else "").strip()
         gen_messages.append([{"role": "user", "content": gen["request"]},
                              {"role": "assistant", "content": report},
                              {"role": "user", "content": fixed}])
-        histories.append([{"role": "user", "content": report_generation_instruction(ctx, findings)},
-                          {"role": "assistant", "content": report}])
+        histories.append(report_turns(ctx, findings, report))
     meta = mimic_meta(rows, keys, task_mode=modes, source_ref=predicted["reference"].to_numpy())
     return finish(meta, task=TASK, ctx=ctx, keys=keys, history=histories, instructions=instructions,
                   outputs=[None] * len(rows), template_ids=template_ids, gen_messages=gen_messages)

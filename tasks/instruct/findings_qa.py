@@ -1,12 +1,15 @@
 """Findings QA (CheXpert QA): ``complete`` lists every positive finding, ``binary`` asks yes/no
 about one condition.
 
-The findings-QA part of the images is halved at random into the two modes. Complete: the answer
-is the positive conditions (No Finding included), lower-cased and comma-separated, or "no common
-findings". Binary: with probability ``binary_positive_p`` (0.6) and at least one positive finding,
-a positive condition is asked and the answer is "yes"; otherwise one of the 13 findings that is
-not positive (negative, uncertain or not mentioned) is asked and the answer is "no". Condition
-names are spoken (lower-cased; "Pleural Other" reads "other pleural abnormality") in the question. Context dropping applies.
+The findings-QA part of the images is halved at random into the two modes (each image drawn on
+its own; in the original fidelity exactly halved, binary first, as ``random_split`` does).
+Complete: the answer is the positive conditions (No Finding included), lower-cased and
+comma-separated, or "no common findings" (original: the empty string). Binary: with probability
+``binary_positive_p`` (0.6) and at least one positive finding, a positive condition is asked and
+the answer is "yes"; otherwise one of the 13 findings that is not positive (negative, uncertain or
+not mentioned) is asked and the answer is "no". Condition names in the question are spoken
+(lower-cased; "Pleural Other" reads "other pleural abnormality"), or CheXpert's capitalised names
+in the original fidelity. Context dropping applies where the preset says so.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from ..hashing import pick
-from ..labeling.conditions import FINDINGS, spoken_name
-from .base import BuildContext, Keys, context_histories, findings_prompt_value, finish, keyed, mimic_meta, user_turn
+from ..labeling.conditions import FINDINGS
+from .base import BuildContext, Keys, context_histories, finish, keyed, mimic_meta, user_turn
+from .fidelity import condition_name, findings_listing, near_equal_blocks
 from .inputs import PlanInputs, positive_mask
 from .presets import FINDINGS_QA
 
@@ -39,7 +43,8 @@ def binary_questions(ctx: BuildContext, rows: pd.DataFrame, keys: Keys) -> tuple
 def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
     rows = inputs.part(TASK)
     keys = keyed(TASK, rows["dicom_id"])
-    modes = np.where(ctx.draw(f"{TASK}:mode", keys) < 0.5, "complete", "binary")
+    u = ctx.draw(f"{TASK}:mode", keys)
+    modes = near_equal_blocks(u, ["binary", "complete"]) if ctx.original else np.where(u < 0.5, "complete", "binary")
     histories, context_modes = context_histories(ctx, TASK, keys, rows)
     instructions = [""] * len(rows)
     outputs = [""] * len(rows)
@@ -50,11 +55,11 @@ def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
         sub, sub_keys = rows.iloc[idx], keys.take(idx)
         variants = ctx.variants(TASK, mode, sub_keys)
         if mode == "complete":
-            texts = [v.text for v in variants]
-            answers = [findings_prompt_value(s) for s in sub["structured_findings"].tolist()]
+            texts = [v.fill() for v in variants]
+            answers = [findings_listing(s, original=ctx.original) for s in sub["structured_findings"].tolist()]
         else:
             conditions, answers = binary_questions(ctx, sub, sub_keys)
-            texts = [v.text.format(condition=spoken_name(c)) for v, c in zip(variants, conditions)]
+            texts = [v.fill(condition=condition_name(c, original=ctx.original)) for v, c in zip(variants, conditions)]
         for j, i in enumerate(idx):
             instructions[i] = user_turn(ctx, histories[i], texts[j])
             outputs[i] = answers[j]

@@ -23,5 +23,5 @@ def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
     meta = mimic_meta(rows, keys)
     meta["context_mode"] = modes
     return finish(meta, task=TASK, ctx=ctx, keys=keys, history=histories,
-                  instructions=[user_turn(ctx, h, v.text) for h, v in zip(histories, variants)],
+                  instructions=[user_turn(ctx, h, v.fill()) for h, v in zip(histories, variants)],
                   outputs=list(rows["impression"]), template_ids=[template.template_id(v) for v in variants])

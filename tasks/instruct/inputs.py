@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..labeling.conditions import CONDITION_COLUMNS, FINDINGS, column
 from .base import BuildContext
+from .fidelity import near_equal_blocks
 
 IMAGE_COLUMNS = ["dicom_id", "subject_id", "study_id", "split", "view_position", "image_path"]
 REPORT_COLUMNS = ["study_id", "findings", "impression", "has_findings", "has_impression"]
@@ -55,11 +56,19 @@ def positive_mask(frame: pd.DataFrame, conditions: tuple[str, ...] = FINDINGS) -
 
 
 def assign_parts(ctx: BuildContext, frame: pd.DataFrame) -> pd.Series:
-    """Each image with findings goes to one of the preset's equal parts, drawn from its dicom_id."""
+    """Each image with findings goes to one of the preset's equal parts, drawn from its dicom_id
+    (in the original fidelity: the images in the order of those draws cut into near-equal blocks,
+    as ``random_split`` does)."""
     parts = np.asarray(ctx.preset.parts, dtype=object)
-    idx = np.minimum((ctx.draw("allocation:part", frame["dicom_id"]) * len(parts)).astype(int), len(parts) - 1)
+    with_findings = frame["has_findings"].fillna(False).astype(bool).to_numpy()
+    u = ctx.draw("allocation:part", frame["dicom_id"])
+    if ctx.original:
+        assigned = pd.Series(None, index=frame.index, dtype=object)
+        assigned[with_findings] = near_equal_blocks(u[with_findings], parts)
+        return assigned
+    idx = np.minimum((u * len(parts)).astype(int), len(parts) - 1)
     assigned = pd.Series(parts[idx], index=frame.index, dtype=object)
-    return assigned.where(frame["has_findings"].fillna(False).astype(bool), None)
+    return assigned.where(with_findings, None)
 
 
 def representative_images(images: pd.DataFrame) -> pd.DataFrame:

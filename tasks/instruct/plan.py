@@ -8,7 +8,7 @@ conversation the generate stage answers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -21,14 +21,20 @@ from ..errors import ConfigError, InputError
 from ..io import read_parquet, write_json, write_parquet
 from ..stage import StageSpec
 from ..workdir import Workdir
-from .base import BuildContext
+from .base import BuildContext, fuse_rows
+from .fidelity import AUTO, FIDELITIES, IMPROVED, ORIGINAL, ORIGINAL_SPLITS
+from .import_original import imported_origin
 from .inputs import PlanInputs, assign_parts, image_frame
-from .presets import ALL_TASKS, get_preset
+from .presets import ALL_TASKS, REPORT_GENERATION, VIEW_CLASSIFICATION, Preset, get_preset
 from .registry import BUILDERS
 from .templates import template_files
 
 INPUT_TABLES = ("reports", "images", "labels", "nle", "radrestruct_qa")
 SPLITS = ("train", "validate", "test")
+SUMMARY = "plan-summary.json"
+#: the preset the original code built (the only one plan.fidelity original applies to)
+ORIGINAL_PRESET = "radialog-v1"
+VIEW_CONTEXTS = ("image_only", "context_dropping")
 
 
 @dataclass(frozen=True)
@@ -37,24 +43,63 @@ class PlanConfig:
     splits: list[str] = field(default_factory=lambda: list(SPLITS))
     #: a folder of template YAML files replacing the packaged ones (e.g. imported originals)
     templates_dir: str | None = None
+    #: auto | original | improved (:mod:`.fidelity`); :func:`load_config` resolves auto
+    fidelity: str = AUTO
+    #: image_only (view classification follows the image alone) | context_dropping
+    view_classification_context: str = "image_only"
+
+    @property
+    def original(self) -> bool:
+        return self.fidelity == ORIGINAL
+
+
+def resolve_fidelity(cfg: PlanConfig) -> str:
+    """``original`` or ``improved``: auto is original for radialog-v1 with imported templates."""
+    imported = imported_origin(cfg.templates_dir) is not None
+    if cfg.fidelity == AUTO:
+        return ORIGINAL if cfg.preset == ORIGINAL_PRESET and imported else IMPROVED
+    if cfg.fidelity == ORIGINAL and cfg.preset != ORIGINAL_PRESET:
+        raise ConfigError(f"params: plan.fidelity original reproduces the original code, which built "
+                          f"{ORIGINAL_PRESET} only (plan.preset is {cfg.preset})")
+    if cfg.fidelity == ORIGINAL and not imported:
+        raise ConfigError("params: plan.fidelity original needs the original prompts: run `radialog-instruct "
+                          "import-prompts <RaDialog checkout> -o DIR` and set plan.templates_dir to DIR")
+    return cfg.fidelity
 
 
 def load_config(params: dict[str, Any]) -> PlanConfig:
+    """The plan settings with the fidelity resolved (original: the train split only)."""
     cfg = section(PlanConfig, params, "plan")
     bad = [s for s in cfg.splits if s not in SPLITS]
     if bad or not cfg.splits:
         raise ConfigError(f"params: plan.splits has {bad or 'no splits'} (expected a subset of {', '.join(SPLITS)})")
     get_preset(cfg.preset)
-    return cfg
+    if cfg.fidelity not in FIDELITIES:
+        raise ConfigError(f"params: plan.fidelity {cfg.fidelity!r} is unknown (known: {', '.join(FIDELITIES)})")
+    if cfg.view_classification_context not in VIEW_CONTEXTS:
+        raise ConfigError(f"params: plan.view_classification_context {cfg.view_classification_context!r} is "
+                          f"unknown (known: {', '.join(VIEW_CONTEXTS)})")
+    fidelity = resolve_fidelity(cfg)
+    if fidelity == ORIGINAL:
+        if not set(ORIGINAL_SPLITS) <= set(cfg.splits):
+            raise ConfigError("params: plan.fidelity original builds the train split, which plan.splits leaves out")
+        return replace(cfg, fidelity=fidelity, splits=list(ORIGINAL_SPLITS))
+    return replace(cfg, fidelity=fidelity)
+
+
+def effective_preset(cfg: PlanConfig) -> Preset:
+    """The preset, with view classification out of context dropping unless the settings ask for it."""
+    preset = get_preset(cfg.preset)
+    if cfg.view_classification_context == "image_only":
+        preset = replace(preset, context_dropping=tuple(t for t in preset.context_dropping if t != VIEW_CLASSIFICATION))
+    return preset
 
 
 def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
     cfg = load_config(params)
-    inputs = [wd.table(t) for t in INPUT_TABLES] + template_files(cfg.templates_dir)
-    if wd.table("prediction_labels").exists():
-        inputs.append(wd.table("prediction_labels"))
-    return StageSpec("plan", inputs, {"plan": params.get("plan"), "seed": params.get("seed")},
-                     [wd.table("plan")], code=("tasks/instruct", "tasks/augment", "tasks/text"))
+    # the label stage always writes prediction_labels (empty without a predictions file)
+    inputs = [wd.table(t) for t in (*INPUT_TABLES, "prediction_labels")] + template_files(cfg.templates_dir)
+    return StageSpec("plan", inputs, [wd.table("plan"), wd.report(SUMMARY)])
 
 
 def load_inputs(ctx: BuildContext, wd: Workdir) -> PlanInputs:
@@ -69,7 +114,16 @@ def load_inputs(ctx: BuildContext, wd: Workdir) -> PlanInputs:
 
 
 def build_plan(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
-    frames = [BUILDERS[task](ctx, inputs) for task in ALL_TASKS if task in ctx.preset.tasks]
+    """Every task of the preset; in the original fidelity the instruct tasks' rows then go through
+    the original's fuse step (rows it would have failed on are dropped and counted)."""
+    frames = []
+    for task in (t for t in ALL_TASKS if t in ctx.preset.tasks):
+        frame = BUILDERS[task](ctx, inputs)
+        if ctx.original and task != REPORT_GENERATION and len(frame):
+            frame, dropped = fuse_rows(frame)
+            if dropped:
+                inputs.notes[f"{task}_dropped_by_fuse_format"] = dropped
+        frames.append(frame)
     plan = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else None
     if plan is None:
         raise InputError(None, "the plan is empty: no source rows in the configured splits")
@@ -93,14 +147,16 @@ def to_table(plan: pd.DataFrame) -> pa.Table:
 
 def run_plan(params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
     cfg = load_config(params)
-    ctx = BuildContext(seed=int(params["seed"]), preset=get_preset(cfg.preset), splits=tuple(cfg.splits),
-                       templates_dir=cfg.templates_dir)
+    ctx = BuildContext(seed=int(params["seed"]), preset=effective_preset(cfg), splits=tuple(cfg.splits),
+                       templates_dir=cfg.templates_dir, fidelity=cfg.fidelity)
     inputs = load_inputs(ctx, wd)
     plan = build_plan(ctx, inputs)
     write_parquet(to_table(plan), wd.table("plan"))
     counts = plan.groupby(["task", "split"]).size()
     summary = {
         "preset": cfg.preset,
+        "fidelity": cfg.fidelity,
+        "splits": list(cfg.splits),
         "rows": len(plan),
         "rows_per_task": {t: int(n) for t, n in plan["task"].value_counts().sort_index().items()},
         "rows_per_task_split": {f"{t}/{s}": int(n) for (t, s), n in counts.items()},
@@ -108,5 +164,5 @@ def run_plan(params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
         "context_modes": {f"{t}/{m}": int(n) for (t, m), n in plan.groupby(["task", "context_mode"]).size().items()},
         "notes": inputs.notes,
     }
-    write_json(summary, wd.report("plan-summary.json"))
+    write_json(summary, wd.report(SUMMARY))
     return summary

@@ -7,11 +7,14 @@ for correction), summarization, (a part the original left unused: explanations c
 MIMIC-NLE), region QA and findings QA, the last halved into complete and binary QA. Binary QA asks
 about a positive finding with probability 0.6. Report generation repeats every image with a
 positive finding twice (two "simulated epochs") and adds no-finding images amounting to 1/13 of
-those rows (~1/14 of the task).
+those rows (~1/14 of the task). With ``plan.fidelity: original`` (and the prompts imported by
+``import-prompts``) the parts are exactly equal blocks as ``random_split`` makes them and the
+records are the original's (:mod:`.fidelity`); otherwise this project's readings apply.
 
 ``radialog-v1.1`` (the default) adds impression generation, view classification (both drawing on
 parts of their own), Rad-ReStruct QA and context dropping for findings QA, region QA and view
-classification. The published v1.1.0 has about 580k samples (no per-task counts were published).
+classification (which ``plan.view_classification_context: image_only``, the default, takes out
+again: view questions follow the image alone). The published v1.1.0 has about 580k samples (no per-task counts were published).
 On the MIMIC-sized synthetic corpus of bench/scale_corpus.py (27% of studies without findings)
 this preset plans 739k samples, 409k of them report generation: the synthetic images have a
 positive finding more often (about 72% of studies) than MIMIC's, and report generation grows with that share.

@@ -53,7 +53,7 @@ def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
             chosen[i] = variant
     instructions = [
         ctx.conversation.image_prefix + serialise_history(history, template.extra)
-        + variant.text.format(options=", ".join(options), question=question)
+        + variant.fill(options=", ".join(options), question=question)
         for variant, history, options, question in zip(chosen, rows["history"].tolist(), rows["options"].tolist(),
                                                        rows["question"].tolist())]
     template_ids = [template.template_id(v) for v in chosen]

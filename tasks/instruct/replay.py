@@ -23,11 +23,12 @@ def build_report_replay(ctx: BuildContext, inputs: PlanInputs, task: str) -> pd.
     variants = ctx.variants(task, "default", keys)
     histories, modes = context_histories(ctx, task, keys, rows)
     prompt = template.generation["prompt"]
-    gen_messages = [[{"role": "user", "content": prompt.format(report=findings, instruction=v.text)}]
-                    for findings, v in zip(rows["findings"], variants)]
+    texts = [v.fill() for v in variants]
+    gen_messages = [[{"role": "user", "content": prompt.format(report=findings, instruction=text)}]
+                    for findings, text in zip(rows["findings"], texts)]
     meta = mimic_meta(rows, keys, task_mode=[v.region for v in variants])
     meta["context_mode"] = modes
     return finish(meta, task=task, ctx=ctx, keys=keys, history=histories,
-                  instructions=[user_turn(ctx, h, v.text) for h, v in zip(histories, variants)],
+                  instructions=[user_turn(ctx, h, t) for h, t in zip(histories, texts)],
                   outputs=[None] * len(rows), template_ids=[template.template_id(v) for v in variants],
                   gen_messages=gen_messages)

@@ -1,9 +1,15 @@
 """Loading the per-task prompt templates (``prompt_templates/<task>.yaml``).
 
 A template file holds ``task``, ``version``, ``kind`` (ground_truth | replay), ``instructions``
-(variant lists per mode, strings or ``{text, region}`` mappings), and for replay tasks the
+(variant lists per mode, strings or ``{text, region, source}`` mappings), and for replay tasks the
 ``generation`` prompt. A folder of the same files (``plan.templates_dir``) replaces the packaged
 ones, e.g. the output of :mod:`.import_original`.
+
+A variant's ``source`` says where its wording comes from: ``paper`` (printed in the RaDialog papers,
+appendix C.2), ``paper-adapted`` (a paper prompt reworded; ``paper`` then holds the printed
+wording) or ``original`` (imported from a RaDialog checkout); a plain string is the project's own.
+Variant texts are ``str.format`` templates (literal braces doubled); whitespace runs are collapsed
+unless the file says ``verbatim: true`` (imported strings are kept exactly as the original has them).
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ class Variant:
     index: int
     text: str
     region: str | None = None
+
+    def fill(self, **slots: str) -> str:
+        """The variant's text with its placeholders filled (and doubled braces undone)."""
+        return self.text.format(**slots)
 
 
 @dataclass(frozen=True)
@@ -66,22 +76,23 @@ def _parse(data: Any, source: str) -> TaskTemplates:
     if not isinstance(instructions, dict) or not instructions:
         raise InputError(source, "instructions must map a mode to a list of variants", expected="e.g. default: [...]")
     modes: dict[str, tuple[Variant, ...]] = {}
+    tidy = (lambda t: t) if data.get("verbatim") else (lambda t: " ".join(t.split()))
     for mode, items in instructions.items():
         if not isinstance(items, list) or not items:
             raise InputError(source, f"instructions.{mode} must be a non-empty list")
         variants = []
         for i, item in enumerate(items):
             if isinstance(item, str):
-                variants.append(Variant(mode, i, " ".join(item.split())))
+                variants.append(Variant(mode, i, tidy(item)))
             elif isinstance(item, dict) and isinstance(item.get("text"), str):
-                variants.append(Variant(mode, i, " ".join(item["text"].split()), item.get("region")))
+                variants.append(Variant(mode, i, tidy(item["text"]), item.get("region")))
             else:
                 raise InputError(source, f"instructions.{mode}[{i}] is neither a string nor {{text, region}}")
         modes[str(mode)] = tuple(variants)
     if data["kind"] == "replay" and not isinstance(data.get("generation"), dict):
         raise InputError(source, "replay task without a generation section", expected="generation: {prompt: ...}")
     extra = {k: v for k, v in data.items() if k not in ("task", "version", "kind", "instructions", "generation",
-                                                         "description")}
+                                                         "description", "verbatim")}
     return TaskTemplates(task=str(data["task"]), version=str(data["version"]), kind=data["kind"], modes=modes,
                          generation=dict(data.get("generation") or {}), extra=extra, source=source)
 
@@ -116,4 +127,7 @@ def template_files(templates_dir: str | None = None) -> list[Path]:
     for name in names:
         custom = Path(templates_dir) / name if templates_dir else None
         out.append(custom if custom is not None and custom.exists() else packaged / name)
+    origin = Path(templates_dir) / "origin.json" if templates_dir else None
+    if origin is not None and origin.is_file():  # an imported original (plan.fidelity: auto reads it)
+        out.append(origin)
     return out

@@ -1,6 +1,12 @@
 """View classification (VC): name the projection of the image. Target: the metadata ViewPosition
 mapped by the template's ``answers`` (PA, AP, lateral, LL); images with another or no view
-position are skipped. Context dropping applies."""
+position are skipped.
+
+The question follows the image alone (context mode ``none``), as RaDialog's evaluation code asks it
+(RaDialog_LLaVA ``test.py``). With ``plan.view_classification_context: context_dropping`` the
+preset's context dropping applies instead (a report history in full, partial or none), the MIDL
+paper's list of context-dropping tasks read literally.
+"""
 
 from __future__ import annotations
 
@@ -20,10 +26,13 @@ def build(ctx: BuildContext, inputs: PlanInputs) -> pd.DataFrame:
     rows = rows[rows["view_position"].isin(list(answers))]
     keys = keyed(TASK, rows["dicom_id"])
     variants = ctx.variants(TASK, "default", keys)
-    histories, modes = context_histories(ctx, TASK, keys, rows)
+    if TASK in ctx.preset.context_dropping:
+        histories, modes = context_histories(ctx, TASK, keys, rows)
+    else:
+        histories, modes = [[] for _ in range(len(rows))], ["none"] * len(rows)
     meta = mimic_meta(rows, keys)
     meta["context_mode"] = modes
     return finish(meta, task=TASK, ctx=ctx, keys=keys, history=histories,
-                  instructions=[user_turn(ctx, h, v.text) for h, v in zip(histories, variants)],
+                  instructions=[user_turn(ctx, h, v.fill()) for h, v in zip(histories, variants)],
                   outputs=[answers[v] for v in rows["view_position"]],
                   template_ids=[template.template_id(v) for v in variants])

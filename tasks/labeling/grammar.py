@@ -35,7 +35,8 @@ SITE_GAP_CHARS = 40
 STATE_GAP_WORDS = 3
 
 _MENTION_KEYS = {"mentions", "site", "abnormal", "unremarkable", "exclude"}
-_CUE_KEYS = {"version", "post_window", "terminators", "pseudo", "negation", "uncertainty", "double_negation"}
+_CUE_KEYS = {"version", "post_window", "terminators", "negation_terminators", "pseudo", "negation", "uncertainty",
+             "double_negation"}
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,11 @@ class ConditionPatterns:
 class Grammar:
     conditions: tuple[ConditionPatterns, ...]
     terminator: re.Pattern[str]
+    negation_terminator: re.Pattern[str]
     pseudo: re.Pattern[str]
     negation_pre: re.Pattern[str]
     negation_post: re.Pattern[str]
+    negation_adjacent: re.Pattern[str]
     uncertainty_pre: re.Pattern[str]
     uncertainty_post: re.Pattern[str]
     double_negation_pre: re.Pattern[str]
@@ -104,13 +107,13 @@ def _mention_pattern(spec: Mapping[str, Any], terminator: str, where: str) -> re
     if "mentions" in spec:
         branches.append(f"(?P<find>{_words(_phrases(spec['mentions'], where + '.mentions'))})")
     if "site" in spec:
-        if "abnormal" not in spec:
-            raise ConfigError(f"{where}: a site needs a list of abnormal words")
+        if "abnormal" not in spec and "unremarkable" not in spec:
+            raise ConfigError(f"{where}: a site needs a list of abnormal or unremarkable words")
         site = _words(_phrases(spec["site"], where + ".site"))
-        abnormal = _words(_phrases(spec["abnormal"], where + ".abnormal"))
+        abnormal = _words(_phrases(spec["abnormal"], where + ".abnormal")) if "abnormal" in spec else None
         normal = _words(_phrases(spec["unremarkable"], where + ".unremarkable")) if "unremarkable" in spec else None
-        states = f"(?P<abn>{abnormal})" + (f"|(?P<nrm>{normal})" if normal else "")
-        states2 = f"(?P<abn2>{abnormal})" + (f"|(?P<nrm2>{normal})" if normal else "")
+        states = "|".join(([f"(?P<abn>{abnormal})"] if abnormal else []) + ([f"(?P<nrm>{normal})"] if normal else []))
+        states2 = "|".join(([f"(?P<abn2>{abnormal})"] if abnormal else []) + ([f"(?P<nrm2>{normal})"] if normal else []))
         site_gap = f"(?:(?!{terminator})[^,{SENTENCE_BREAK}]){{0,{SITE_GAP_CHARS}}}?"
         state_gap = f"(?: (?!{terminator})[^ ,.{SENTENCE_BREAK}]+){{0,{STATE_GAP_WORDS}}}? "
         branches.append(f"{site}{site_gap}(?:{states})")
@@ -171,9 +174,12 @@ def load_grammar() -> Grammar:
     return Grammar(
         conditions=tuple(conditions),
         terminator=re.compile(terminator),
+        negation_terminator=re.compile(_words(_phrases(cues.get("negation_terminators"),
+                                                       "cues.yaml: negation_terminators"))),
         pseudo=_cue(cues, "pseudo", "cues.yaml"),
         negation_pre=_cue(cues.get("negation"), "pre", "cues.yaml: negation"),
         negation_post=_cue(cues.get("negation"), "post", "cues.yaml: negation"),
+        negation_adjacent=_cue(cues.get("negation"), "adjacent", "cues.yaml: negation"),
         uncertainty_pre=_cue(cues.get("uncertainty"), "pre", "cues.yaml: uncertainty"),
         uncertainty_post=_cue(cues.get("uncertainty"), "post", "cues.yaml: uncertainty"),
         double_negation_pre=_cue(cues.get("double_negation"), "pre", "cues.yaml: double_negation"),

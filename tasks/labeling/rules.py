@@ -8,8 +8,10 @@ For a batch of reports:
 2. distinct sentences are joined with ``\\n`` into one string, normalised (:func:`normalize`), and
    every pattern of the compiled :mod:`.grammar` runs once over it (``finditer``): mentions per
    condition, cues, clause terminators;
-3. the rest is numpy over those spans: clause and sentence ids by ``searchsorted``, the nearest cue
-   before/after each mention, one value per mention (double negation -> uncertain, negation ->
+3. the rest is numpy over those spans: clause and sentence ids by ``searchsorted`` (negation cues
+   also stop at ``negation_terminators``), the nearest cue before/after each mention (an
+   ``adjacent`` negation cue only right after it, "X appears within normal limits"), one value per
+   mention (double negation -> uncertain, negation ->
    negative, uncertainty -> uncertain, else positive; "normal" statements -> negative), then the
    CheXpert aggregation per report and condition (positive > uncertain > negative > blank);
 4. No Finding is 1 when none of the 12 findings other than Support Devices is positive or
@@ -28,7 +30,10 @@ from .conditions import CONDITIONS, FINDINGS, NO_FINDING, SUPPORT_DEVICES
 from .grammar import SENTENCE_BREAK, Grammar, load_grammar
 
 #: Bump when the algorithm in this module changes (the phrase files carry their own version).
-RULES_CODE_VERSION = "1"
+RULES_CODE_VERSION = "2"
+
+#: How far (characters) an adjacent negation cue may start after its mention: one space.
+ADJACENT_WINDOW = 1
 
 #: Sentences per pass over the joined text (bounds memory; large enough to amortise the regex calls).
 CHUNK = 8192
@@ -85,15 +90,29 @@ class _Cues:
         return (i >= 0) & ((self.clause[j] == m_clause) | (self.starts[j] >= m_start))
 
     def after(self, m_start: np.ndarray, m_end: np.ndarray, m_clause: np.ndarray, window: int,
-              limit: np.ndarray | None = None) -> np.ndarray:
+              limit: np.ndarray | None = None, *, outside: bool = False) -> np.ndarray:
         """A cue starting at most ``window`` characters after the mention, in its clause (and, with
-        ``limit``, before that position)."""
+        ``limit``, before that position); a cue inside the mention counts unless ``outside``."""
         if not len(self.starts):
             return np.zeros(len(m_start), bool)
-        i = np.searchsorted(self.starts, m_start, side="left")
+        i = np.searchsorted(self.starts, m_end if outside else m_start, side="left")
         j = np.minimum(i, len(self.starts) - 1)
         hit = (i < len(self.starts)) & (self.clause[j] == m_clause) & (self.starts[j] - m_end <= window)
         return hit if limit is None else hit & (self.starts[j] < limit)
+
+
+def mention_spans(grammar: Grammar, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every mention in normalised ``text``: start and end offsets, the condition's index in FINDINGS,
+    and whether the mention states the finding is normal ("heart size is normal")."""
+    found = []
+    for cond in grammar.conditions:
+        arr = np.array([(m.start(), m.end(), cond.index, m.lastgroup.startswith("nrm"))
+                        for m in cond.mention.finditer(text)], dtype=np.int64).reshape(-1, 4)
+        if cond.exclude is not None:
+            arr = arr[~_covered(arr[:, 0], arr[:, 1], *_spans(cond.exclude, text), start_only=True)]
+        found.append(arr)
+    spans = np.concatenate(found)
+    return spans[:, 0], spans[:, 1], spans[:, 2], spans[:, 3].astype(bool)
 
 
 def sentence_codes(grammar: Grammar, sentences: Sequence[str]) -> np.ndarray:
@@ -102,48 +121,42 @@ def sentence_codes(grammar: Grammar, sentences: Sequence[str]) -> np.ndarray:
     joined = normalize(SENTENCE_BREAK.join(sentences))
     breaks = np.array([m.start() for m in re.finditer(SENTENCE_BREAK, joined)], dtype=np.int64)
     bounds = np.union1d(breaks, _spans(g.terminator, joined)[0])
+    # negation stops at more words than uncertainty ("no effusion with a chest tube in place",
+    # but "suggesting malignancy with postobstructive pneumonia")
+    neg_bounds = np.union1d(bounds, _spans(g.negation_terminator, joined)[0])
 
-    def clause(pos: np.ndarray) -> np.ndarray:
-        return np.searchsorted(bounds, pos, side="right")
+    def clause(pos: np.ndarray, at: np.ndarray = bounds) -> np.ndarray:
+        return np.searchsorted(at, pos, side="right")
 
-    def cues(pattern: re.Pattern[str], blockers: tuple[np.ndarray, np.ndarray] | None = None) -> _Cues:
+    def cues(pattern: re.Pattern[str], blockers: tuple[np.ndarray, np.ndarray] | None = None,
+             at: np.ndarray = bounds) -> _Cues:
         starts, ends = _spans(pattern, joined)
         if blockers is not None:
             starts = starts[~_covered(starts, ends, *blockers)]
-        return _Cues(starts, clause(starts))
+        return _Cues(starts, clause(starts, at))
 
-    found_start, found_end, found_cond, found_normal = [], [], [], []
-    for cond in g.conditions:
-        arr = np.array([(m.start(), m.end(), m.lastgroup.startswith("nrm")) for m in cond.mention.finditer(joined)],
-                       dtype=np.int64).reshape(-1, 3)
-        if cond.exclude is not None:
-            arr = arr[~_covered(arr[:, 0], arr[:, 1], *_spans(cond.exclude, joined), start_only=True)]
-        found_start.append(arr[:, 0])
-        found_end.append(arr[:, 1])
-        found_normal.append(arr[:, 2].astype(bool))
-        found_cond.append(np.full(len(arr), cond.index, np.int64))
-    start, end = np.concatenate(found_start), np.concatenate(found_end)
-    cond_idx, normal = np.concatenate(found_cond), np.concatenate(found_normal)
-
+    start, end, cond_idx, normal = mention_spans(g, joined)
     codes = np.zeros((len(sentences), len(FINDINGS)), dtype=np.int8)
     if not len(start):
         return codes
     c_start, c_end = clause(start), clause(end - 1)
+    n_start, n_end = clause(start, neg_bounds), clause(end - 1, neg_bounds)
     # a hedge after a mention belongs to the nearest mention before it ("opacity, likely
     # atelectasis" leaves the opacity positive): it must come before the next mention
     starts_sorted = np.sort(start)
     next_start = np.append(starts_sorted, np.iinfo(np.int64).max)[np.searchsorted(starts_sorted, end)]
 
-    def hit(pre: _Cues, post: _Cues, limit: np.ndarray | None = None) -> np.ndarray:
-        return pre.before(start, end, c_start) | post.after(start, end, c_end, g.post_window, limit)
-
     dneg_pre, dneg_post = _spans(g.double_negation_pre, joined), _spans(g.double_negation_post, joined)
     pseudo = _spans(g.pseudo, joined)
     blockers = (np.concatenate([pseudo[0], dneg_pre[0], dneg_post[0]]),
                 np.concatenate([pseudo[1], dneg_pre[1], dneg_post[1]]))
-    dneg = hit(_Cues(dneg_pre[0], clause(dneg_pre[0])), _Cues(dneg_post[0], clause(dneg_post[0])))
-    neg = hit(cues(g.negation_pre, blockers), cues(g.negation_post, blockers))
-    unc = hit(cues(g.uncertainty_pre), cues(g.uncertainty_post), next_start)
+    dneg = (_Cues(dneg_pre[0], clause(dneg_pre[0])).before(start, end, c_start)
+            | _Cues(dneg_post[0], clause(dneg_post[0])).after(start, end, c_end, g.post_window))
+    neg = (cues(g.negation_pre, blockers, neg_bounds).before(start, end, n_start)
+           | cues(g.negation_post, blockers, neg_bounds).after(start, end, n_end, g.post_window)
+           | cues(g.negation_adjacent, blockers, neg_bounds).after(start, end, n_end, ADJACENT_WINDOW, outside=True))
+    unc = (cues(g.uncertainty_pre, blockers).before(start, end, c_start)
+           | cues(g.uncertainty_post, blockers).after(start, end, c_end, g.post_window, next_start))
     value = np.select([normal, dneg, neg, unc], [NEGATIVE, UNCERTAIN, NEGATIVE, UNCERTAIN], POSITIVE)
     np.maximum.at(codes, (np.searchsorted(breaks, start), cond_idx), value.astype(np.int8))
     return codes

@@ -5,10 +5,13 @@ generated answer from the generation cache (:func:`tasks.storage.assemble.attach
 the answer is re-labelled with the configured labeler (``audit.labeler``, default the label
 stage's; through the per-text label cache) and compared with the labels of its source study (the
 labels table, by ``study_id``). The result is one ``audit`` struct per row
-(:data:`schemas.AUDIT_TYPE`) in ``interim/audit.parquet`` (``sample_id``, ``task``, ``audit``),
-which the assemble stage joins: rows whose verdict is "fail" go to the exclusion shards with their
-reasons. The stage also writes ``reports/audit-summary.json`` and the HTML / markdown report
-(:mod:`.audit_report`).
+(:data:`schemas.AUDIT_TYPE`) in ``interim/audit.parquet`` (``sample_id``, ``task``, the
+``request_hash`` of the judged answer, ``audit``; the labeler and why it was chosen in the file's
+metadata), which the assemble stage joins: rows whose verdict is "fail" go to the exclusion shards
+with their reasons unless a person accepted them (:mod:`.review`). The assemble stage also renders
+the report (``reports/audit-summary.json``, ``audit.html``, ``audit.md``; :mod:`.audit_report`):
+it holds the human decisions too, so a new decision updates the report's "audit vs. human" table
+without labelling anything again.
 
 Rules. Labels are 1 positive, 0 negative, -1 uncertain, NaN blank; a finding is one of the 13
 CheXpert findings (No Finding is ignored, Support Devices counts like the others). "Source" are
@@ -16,7 +19,10 @@ the study's positive findings; "positive" / "uncertain" below are the answer's l
 
 * summarization: kept = source findings positive in the answer; dropped = source findings not
   positive in it; added = positive in the answer but not in the source. Pass when nothing is
-  dropped or added (reasons ``dropped: ...`` / ``added: ...``).
+  dropped or added (reasons ``dropped: ...`` / ``added: ...``). CheXpert's hierarchy
+  (:data:`.verdicts.CHILDREN`) holds for every task but region QA: a parent (Lung Opacity,
+  Enlarged Cardiomediastinum) is not dropped while one of its children is kept, nor added while
+  the source has one ("opacity consistent with atelectasis" -> "atelectasis").
 * easy language: as summarization, except that an uncertain answer label keeps a source finding:
   plain-language paraphrases ("may have fluid") often fall outside the labeler's vocabulary of
   certainty, and hedging is not a contradiction.
@@ -65,23 +71,35 @@ import pyarrow as pa
 from ... import schemas
 from ..config import section
 from ..errors import ConfigError, InputError
+from ..generation.cache import cache_dir
 from ..instruct import plan as plan_stage
 from ..instruct.presets import CORRECTION, EASY_LANGUAGE, REGION_QA, REPLAY_TASKS, SUMMARIZATION
 from ..instruct.templates import load_templates, template_files
-from ..io import read_parquet, write_json, write_parquet
+from ..io import read_parquet, write_parquet
 from ..labeling.cache import label_texts_cached
 from ..labeling.conditions import CONDITION_COLUMNS, CONDITIONS, FINDINGS
-from ..labeling.rules import RuleLabeler
-from ..labeling.selection import build_labeler, choose_labeler
+from ..labeling.selection import build_labeler, chexbert_files, choose_labeler
 from ..labeling.stage import label_config
 from ..stage import StageSpec
 from ..storage.assemble import attach_generations
 from ..workdir import Workdir
-from .audit_report import HTML, MARKDOWN, write_reports
-from .verdicts import ADDED, DROPPED, ECHO, EMPTY, NON_ENGLISH, NOT_ADDED, NOT_REMOVED, TRUNCATED, summarize
+from .audit_report import LABELER_KEY, LABELER_REASON_KEY, SUMMARY  # noqa: F401  (SUMMARY: the release reads it)
+from .review.decisions import reviews_dir
+from .verdicts import (
+    ADDED,
+    DROPPED,
+    ECHO,
+    EMPTY,
+    NON_ENGLISH,
+    NOT_ADDED,
+    NOT_REMOVED,
+    TRUNCATED,
+    implied_parents,
+    summarize,
+)
 
-AUDIT_TABLE = pa.schema([("sample_id", pa.string()), ("task", pa.string()), ("audit", schemas.AUDIT_TYPE)])
-SUMMARY = "audit-summary.json"
+AUDIT_TABLE = pa.schema([("sample_id", pa.string()), ("task", pa.string()), ("request_hash", pa.string()),
+                         ("audit", schemas.AUDIT_TYPE)])
 
 _FINDING_COLUMNS = np.array([CONDITIONS.index(c) for c in FINDINGS])
 _FINDING_NAMES = np.array(FINDINGS, dtype=object)
@@ -243,18 +261,20 @@ def compare_findings(task: str, source: np.ndarray, output: np.ndarray, *, predi
     ``acknowledged``: (n,) answers acknowledging an abnormality (region QA).
     """
     src, out_pos, out_any = positive(source), positive(output), present(output)
+    # a parent finding is kept by a more specific child and not added over a source child
+    added = out_pos & ~src & ~implied_parents(src)
     if task == SUMMARIZATION:
-        kept, dropped, added = src & out_pos, src & ~out_pos, out_pos & ~src
+        kept, dropped = src & out_pos, src & ~out_pos & ~implied_parents(out_pos)
         return Comparison(src, out_pos, kept, dropped, added, [(DROPPED, dropped), (ADDED, added)])
     if task == EASY_LANGUAGE:
-        kept, dropped, added = src & out_any, src & ~out_any, out_pos & ~src
+        kept, dropped = src & out_any, src & ~out_any & ~implied_parents(out_any)
         return Comparison(src, out_pos, kept, dropped, added, [(DROPPED, dropped), (ADDED, added)])
     if task == CORRECTION:
         if predicted is None:
             raise ValueError("correction needs the labels of the report to correct")
         pred = positive(predicted)
         to_add, to_remove = src & ~pred, pred & ~src
-        kept, dropped, added = src & out_any, src & ~out_any, out_pos & ~src
+        kept, dropped = src & out_any, src & ~out_any & ~implied_parents(out_any)
         return Comparison(src, out_pos, kept, dropped, added, [
             (NOT_ADDED, dropped & to_add), (NOT_REMOVED, added & to_remove),
             (DROPPED, dropped & ~to_add), (ADDED, added & ~to_remove)])
@@ -312,13 +332,13 @@ def audit_rows(frame: pd.DataFrame, source: np.ndarray, output: np.ndarray, pred
 def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
     load_config(params)
     templates_dir = plan_stage.load_config(params).templates_dir
-    inputs = [wd.table("plan"), wd.table("labels"), wd.cache / "generation", *template_files(templates_dir)]
-    settings = {k: params.get(k) for k in ("audit", "label", "generate", "seed")}
-    outputs = [wd.table("audit"), wd.report(SUMMARY), wd.report(HTML), wd.report(MARKDOWN)]
-    extra = {"labeler": choose_labeler(label_config(params), requested_labeler(params)).labeler,
-             "rules_version": RuleLabeler().version}
-    return StageSpec("audit", inputs, settings, outputs, extra_key=extra,
-                     code=("tasks/quality", "tasks/labeling", "tasks/generation", "tasks/storage", "tasks/text"))
+    inputs = [wd.table("plan"), wd.table("labels"), cache_dir(wd), *template_files(templates_dir)]
+    outputs = [wd.table("audit")]
+    label_cfg = label_config(params)
+    labeler = choose_labeler(label_cfg, requested_labeler(params)).labeler
+    if labeler == "chexbert":
+        inputs += chexbert_files(label_cfg.chexbert)
+    return StageSpec("audit", inputs, outputs, extra_key={"labeler": labeler})
 
 
 def study_labels(labels: pd.DataFrame, study_ids: pd.Series) -> np.ndarray:
@@ -347,10 +367,10 @@ def run_audit(params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
     predicted = label_texts_cached(labeler, reports_to_correct, wd.cache / "labels")
     regions = load_templates(REGION_QA, plan_stage.load_config(params).templates_dir).extra.get("regions", {})
     audits = audit_rows(replay, source, output, predicted, regions, cfg, labeler_id)
+    schema = AUDIT_TABLE.with_metadata({LABELER_KEY: labeler_id, LABELER_REASON_KEY: choice.reason})
     write_parquet(pa.Table.from_pydict({"sample_id": replay["sample_id"].tolist(), "task": replay["task"].tolist(),
-                                        "audit": audits}, schema=AUDIT_TABLE), wd.table("audit"))
-    replay = replay.assign(audit=audits, before=[before_text(g) for g in replay["gen_messages"]])
-    summary = summarize(replay, labeler_id, choice.reason)
-    write_json(summary, wd.report(SUMMARY))
-    write_reports(replay, summary, cfg.examples_per_reason, wd)
+                                        "request_hash": [g["request_hash"] for g in replay["generation"]],
+                                        "audit": audits}, schema=schema), wd.table("audit"))
+    reviews_dir(wd).mkdir(parents=True, exist_ok=True)  # where people's decisions on these rows go
+    summary = summarize(replay.assign(audit=audits), labeler_id, choice.reason)
     return {key: summary[key] for key in ("rows", "passed", "failed", "pass_rate", "labeler")}

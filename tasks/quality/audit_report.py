@@ -1,11 +1,20 @@
-"""The audit report: ``reports/audit.html`` (one self-contained file, plots as base64 PNG data URIs,
-rendered from ``audit_report.html.j2``) and ``reports/audit.md`` (the same tables and examples,
-without plots).
+"""The audit report: ``reports/audit-summary.json``, ``reports/audit.html`` (one self-contained
+file, plots as base64 PNG data URIs, rendered from ``audit_report.html.j2``) and ``reports/audit.md``
+(the same tables and examples, without plots).
 
 Contents: per-task pass rates, failure reasons per task, the findings confusion between source
 and answer (per finding: positive in both, only in the source, only in the answer), answer
-length distributions by verdict, and up to ``audit.examples_per_reason`` before/after examples per
-failure reason (the first rows by sample id, i.e. a fixed pseudo-random sample).
+length distributions by verdict, up to ``audit.examples_per_reason`` before/after examples per
+failure reason (the first rows by sample id, i.e. a fixed pseudo-random sample), and the audit
+against the human review decisions per task (:mod:`.review.agreement`).
+
+Where it is made: by the assemble stage (:func:`report_audit`), not the audit stage. The audit's
+labelling is the expensive part and depends only on the answers; the human decisions change
+later and more often. Assemble already reads the audit table and the decisions, and reruns when a
+decision is added, so the report's "audit vs. human" table is always that of the current
+decisions, while the audit stage (and its labelling) stays untouched. The labeler's id and the
+reason it was chosen travel in the audit table's Parquet metadata (:data:`LABELER_KEY`,
+:data:`LABELER_REASON_KEY`).
 """
 
 from __future__ import annotations
@@ -13,19 +22,30 @@ from __future__ import annotations
 import base64
 import io
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
-from ..io import write_text
+from ..io import write_json, write_text
 from ..labeling.conditions import FINDINGS
 from ..workdir import Workdir
-from .verdicts import REASONS, reason_category
+from .review.agreement import TABLE_HEADER, audit_vs_human, markdown_table, table_rows
+from .verdicts import REASONS, reason_category, summarize
 
 TEMPLATE = "audit_report.html.j2"
-HTML, MARKDOWN = "audit.html", "audit.md"
+HTML, MARKDOWN, SUMMARY = "audit.html", "audit.md", "audit-summary.json"
 EXCERPT_CHARS = 700
+#: Keys of the audit table's Parquet metadata: the labeler's id and why it was chosen.
+LABELER_KEY, LABELER_REASON_KEY = "labeler", "labeler_reason"
+HUMAN_LEAD = ("Audit verdicts against the human review decisions (radialog-instruct review). \"fail\" is the "
+              "audit's positive call and \"reject\" the reviewer's: precision = of the reviewed rows the audit failed, "
+              "the share people rejected; recall = of the rows people rejected, the share the audit failed. The "
+              "estimates weight each task × verdict stratum by its size (the review queue samples strata equally).")
+NOT_REVIEWED = ("No row has been reviewed yet (radialog-instruct review serve, or review import), so how often the "
+                "audit is wrong is not measured.")
 
 
 # --- plots -------------------------------------------------------------------------------------
@@ -150,7 +170,9 @@ def render_html(frame: pd.DataFrame, summary: dict[str, Any], per_reason: int) -
         plots = {"pass_rates": plot_pass_rates(summary), "reasons": plot_reasons(summary),
                  "confusion": plot_confusion(summary), "lengths": plot_lengths(frame)}
     return template.render(summary=summary, plots=plots, examples=examples(frame, per_reason),
-                           findings=FINDINGS, reasons=REASONS)
+                           findings=FINDINGS, reasons=REASONS, human_header=TABLE_HEADER,
+                           human_rows=table_rows(summary["audit_vs_human"]) if "audit_vs_human" in summary else None,
+                           human_lead=HUMAN_LEAD, not_reviewed=NOT_REVIEWED)
 
 
 def _md_escape(text: str) -> str:
@@ -172,6 +194,11 @@ def render_markdown(frame: pd.DataFrame, summary: dict[str, Any], per_reason: in
             "| finding | positive in both | only in source | only in answer |", "|---|---:|---:|---:|"]
     for finding, c in summary["confusion"].items():
         out.append(f"| {finding} | {c['both']} | {c['source_only']} | {c['output_only']} |")
+    out += ["", "## Audit vs. human review", ""]
+    if summary.get("audit_vs_human", {}).get("all", {}).get("reviewed"):
+        out += [HUMAN_LEAD, "", *markdown_table(TABLE_HEADER, table_rows(summary["audit_vs_human"]))]
+    else:
+        out.append(NOT_REVIEWED)
     out += ["", "## Examples per failure reason", ""]
     for reason, rows in examples(frame, per_reason).items():
         out += [f"### {reason} ({summary['reasons'][reason]} rows)", ""]
@@ -185,5 +212,30 @@ def render_markdown(frame: pd.DataFrame, summary: dict[str, Any], per_reason: in
 
 def write_reports(frame: pd.DataFrame, summary: dict[str, Any], per_reason: int, wd: Workdir) -> None:
     """``frame``: the audited replay rows with ``audit`` and ``before`` columns."""
+    write_json(summary, wd.report(SUMMARY))
     write_text(render_html(frame, summary, per_reason), wd.report(HTML))
     write_text(render_markdown(frame, summary, per_reason), wd.report(MARKDOWN))
+
+
+def audit_labeler(path: str | Path) -> tuple[str, str]:
+    """(labeler id, why it was chosen) from the audit table's metadata."""
+    meta = pq.read_schema(path).metadata or {}
+    return (meta.get(LABELER_KEY.encode(), b"unknown").decode(),
+            meta.get(LABELER_REASON_KEY.encode(), b"unknown").decode())
+
+
+def report_audit(replay: pd.DataFrame, params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
+    """Summary (with audit vs. human) and the HTML / markdown report of the audited replay rows.
+
+    ``replay``: ``sample_id``, ``task``, ``task_mode``, ``output``, ``gen_messages``, ``audit`` and
+    ``decision`` (the human decision that applies to the row's answer, or null)."""
+    from .audit import before_text, load_config  # imported here: the audit module imports this one
+
+    labeler, reason = audit_labeler(wd.table("audit"))
+    summary = summarize(replay, labeler, reason)
+    verdicts = replay["audit"].map(lambda a: a["verdict"])
+    summary["audit_vs_human"] = audit_vs_human(pd.DataFrame(
+        {"task": replay["task"], "verdict": verdicts, "decision": replay["decision"]}))
+    frame = replay.assign(before=[before_text(g) for g in replay["gen_messages"]])
+    write_reports(frame, summary, load_config(params).examples_per_reason, wd)
+    return summary

@@ -11,7 +11,8 @@ computed here:
   more turn;
 * ``answer_equals_output`` — the last turn is the assistant's and its content is ``output``;
 * ``has_generation`` — the generation struct is present with every field set;
-* ``audit_verdict`` — the audit struct's verdict (null when there is none).
+* ``audit_verdict`` — the audit struct's verdict (null when there is none);
+* ``review_decision`` — the human decision of the ``review`` struct ("none" when there is none).
 
 A column that is missing or has the wrong type counts as null in every row, so a broken shard still
 gets every check (and the schema check names the cause).
@@ -140,6 +141,13 @@ def audit_verdict(table: pa.Table) -> pa.Array:
     return pc.struct_field(column, "verdict")
 
 
+def review_decision(table: pa.Table) -> pa.Array:
+    if "review" not in table.column_names or not pa.types.is_struct(table.schema.field("review").type) \
+            or table.schema.field("review").type.get_field_index("decision") < 0:
+        return pa.array(["none"] * table.num_rows, pa.string())
+    return pc.fill_null(pc.struct_field(table.column("review").combine_chunks(), "decision"), "none")
+
+
 def flat_frame(table: pa.Table, shard_split: str) -> pd.DataFrame:
     """The frame GX validates: scalar columns, presence markers for nested ones, the derived columns."""
     flat = table.select([f.name for f in table.schema if not pa.types.is_nested(f.type)])
@@ -160,4 +168,5 @@ def flat_frame(table: pa.Table, shard_split: str) -> pd.DataFrame:
         answer_equals_output=answer_equals_output(messages, _string(table, "output")),
         has_generation=has_generation(table),
         audit_verdict=pd.Series(audit_verdict(table).to_pylist(), dtype=object),
+        review_decision=pd.Series(review_decision(table).to_pylist(), dtype=object),
     )

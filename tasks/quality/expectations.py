@@ -2,8 +2,12 @@
 
 Everything a suite checks comes from the code that defines the data, not from a hand-kept list:
 required columns are the non-nullable fields of :data:`schemas.INSTRUCT_SAMPLE`, the value sets are
-:data:`presets.ALL_TASKS` / :data:`presets.REPLAY_TASKS`, the plan's ``SPLITS`` and the context
-modes of :data:`context_dropping.MODES`; the bounds come from the ``validate:`` section.
+the tasks of the shards' preset (``manifest.json``; :data:`presets.ALL_TASKS` when it names none) /
+:data:`presets.REPLAY_TASKS`, the plan's ``SPLITS`` and the context modes of
+:data:`context_dropping.MODES`; the bounds come from the ``validate:`` section and apply to the
+preset's tasks only (a bound on a task the preset does not build is reported, not checked). Shards
+of the original fidelity may hold empty answers exactly where the original does: complete findings
+QA of an image without positive findings, and pseudo labels (the original kept them unaudited).
 
 Per-row properties that GX cannot express on nested columns are computed on Arrow first
 (:mod:`.derived`) and validated as plain columns (:data:`DERIVED`).
@@ -36,7 +40,8 @@ from ..instruct.plan import SPLITS
 from ..instruct.presets import ALL_TASKS, REPLAY_TASKS
 
 #: Columns computed per shard before validation (see the module docstring).
-DERIVED = ("shard_split", "messages_ok", "turns_match", "answer_equals_output", "has_generation", "audit_verdict")
+DERIVED = ("shard_split", "messages_ok", "turns_match", "answer_equals_output", "has_generation", "audit_verdict",
+           "review_decision")
 REQUIRED = tuple(f.name for f in schemas.INSTRUCT_SAMPLE if not f.nullable)
 EXAMPLES = 5
 
@@ -65,15 +70,15 @@ def check_config(cfg: ValidateConfig) -> ValidateConfig:
     return cfg
 
 
-def counts_frame(ids: pd.DataFrame, cfg: ValidateConfig) -> pd.DataFrame:
-    """One row per (split present, task of :data:`ALL_TASKS`): rows, share of the split and the
-    configured bounds (absent tasks count 0 rows)."""
+def counts_frame(ids: pd.DataFrame, cfg: ValidateConfig, tasks: Sequence[str] = ALL_TASKS) -> pd.DataFrame:
+    """One row per (split present, task of ``tasks``): rows, share of the split and the configured
+    bounds (absent tasks count 0 rows)."""
     per = ids.groupby(["split", "task"]).size()
     splits = sorted(ids["split"].dropna().unique())
     rows = []
     for split in splits:
         total = int(per.loc[split].sum())
-        for task in ALL_TASKS:
+        for task in tasks:
             n = int(per.get((split, task), 0))
             lo, hi = cfg.task_share.get(task, (None, None))
             rows.append({"split": split, "task": task, "rows": n, "share": n / total if total else 0.0,
@@ -92,16 +97,27 @@ def study_splits(ids: pd.DataFrame) -> pd.DataFrame:
 Checks = list[tuple[str, Any]]
 
 
-def shard_checks(cfg: ValidateConfig, *, audited: bool, exclude_failed_audit: bool) -> Checks:
-    """(check name, expectation) of the per-shard suite."""
+def unchecked_bounds(cfg: ValidateConfig, tasks: Sequence[str]) -> list[str]:
+    """The ``validate:`` bounds on tasks outside ``tasks`` (the preset's), e.g. ``min_rows.nle``."""
+    return [f"{kind}.{task}" for kind, bounds in (("task_share", cfg.task_share), ("min_rows", cfg.min_rows))
+            for task in bounds if task not in tasks]
+
+
+def shard_checks(cfg: ValidateConfig, *, audited: bool, exclude_failed_audit: bool,
+                 tasks: Sequence[str] = ALL_TASKS, empty_answers: bool = False) -> Checks:
+    """(check name, expectation) of the per-shard suite. ``empty_answers``: the original fidelity's
+    empty answers are allowed where the original has them (complete findings QA without positive
+    labels; pseudo labels, which it kept unchecked) and nowhere else; the other checks on the
+    messages and the output length then apply to the rows with an answer."""
     gxe, Column = _gx().expectations, _gx().Column
     pseudo, other = Column("is_pseudo_label") == True, Column("is_pseudo_label") == False  # noqa: E712
+    answered = {"row_condition": Column("output") != ""} if empty_answers else {}
     checks: Checks = [
         ("columns are the row contract's", gxe.ExpectTableColumnsToMatchSet(
             column_set=list(schemas.INSTRUCT_SAMPLE.names) + list(DERIVED), exact_match=True)),
         ("shard has rows", gxe.ExpectTableRowCountToBeBetween(min_value=1)),
         *[(f"{name} is set", gxe.ExpectColumnValuesToNotBeNull(column=name)) for name in REQUIRED],
-        ("task is known", gxe.ExpectColumnValuesToBeInSet(column="task", value_set=list(ALL_TASKS))),
+        ("task is known", gxe.ExpectColumnValuesToBeInSet(column="task", value_set=list(tasks))),
         ("split is known", gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS))),
         ("split matches the shard's folder", gxe.ExpectColumnPairValuesToBeEqual(
             column_A="split", column_B="shard_split")),
@@ -110,8 +126,8 @@ def shard_checks(cfg: ValidateConfig, *, audited: bool, exclude_failed_audit: bo
         ("instruction length in bounds", gxe.ExpectColumnValueLengthsToBeBetween(
             column="instruction", min_value=1, max_value=cfg.max_instruction_chars)),
         ("output length in bounds", gxe.ExpectColumnValueLengthsToBeBetween(
-            column="output", min_value=cfg.min_output_chars, max_value=cfg.max_output_chars)),
-        ("messages well formed", gxe.ExpectColumnValuesToBeInSet(column="messages_ok", value_set=[True])),
+            column="output", min_value=cfg.min_output_chars, max_value=cfg.max_output_chars, **answered)),
+        ("messages well formed", gxe.ExpectColumnValuesToBeInSet(column="messages_ok", value_set=[True], **answered)),
         ("messages = history + instruction + answer", gxe.ExpectColumnValuesToBeInSet(
             column="turns_match", value_set=[True])),
         ("last answer equals output", gxe.ExpectColumnValuesToBeInSet(column="answer_equals_output", value_set=[True])),
@@ -124,12 +140,22 @@ def shard_checks(cfg: ValidateConfig, *, audited: bool, exclude_failed_audit: bo
         ("no generation provenance on other rows", gxe.ExpectColumnValuesToBeNull(
             column="generation", row_condition=other)),
     ]
+    if empty_answers:
+        empty = Column("output") == ""
+        checks += [
+            ("empty answers only on findings QA or pseudo labels", gxe.ExpectColumnValuesToBeInSet(
+                column="task", value_set=["findings_qa", *REPLAY_TASKS], row_condition=empty)),
+            ("empty findings-QA answers only in complete mode", gxe.ExpectColumnValuesToBeInSet(
+                column="task_mode", value_set=["complete"], row_condition=empty & (Column("task") == "findings_qa"))),
+        ]
     if audited:
         checks.append(("audit verdict on pseudo-label rows", gxe.ExpectColumnValuesToNotBeNull(
             column="audit_verdict", row_condition=pseudo)))
     if exclude_failed_audit:
-        checks.append(("no row that failed the audit", gxe.ExpectColumnValuesToBeInSet(
-            column="audit_verdict", value_set=["pass"])))
+        checks.append(("no row that failed the audit unless a person accepted it", gxe.ExpectColumnValuesToBeInSet(
+            column="audit_verdict", value_set=["pass"], row_condition=Column("review_decision") != "accept")))
+    checks.append(("no row a person rejected", gxe.ExpectColumnValuesToBeInSet(
+        column="review_decision", value_set=["none", "accept"])))
     return checks
 
 
@@ -143,10 +169,10 @@ def study_checks() -> Checks:
     return [("no study in two splits", gxe.ExpectColumnValuesToBeUnique(column="study_id"))]
 
 
-def count_checks(cfg: ValidateConfig) -> Checks:
+def count_checks(cfg: ValidateConfig, tasks: Sequence[str] = ALL_TASKS) -> Checks:
     gx = _gx()
     checks: Checks = []
-    for task in ALL_TASKS:
+    for task in tasks:
         is_task = gx.Column("task") == task
         if task in cfg.task_share:
             lo, hi = cfg.task_share[task]

@@ -1,13 +1,16 @@
 """The validate stage: the Great Expectations suites of :mod:`.expectations` over every shard.
 
 Reads ``shards/<version>/`` (the released splits; the exclusion shards are not part of the
-release), and checks, per shard: the Arrow schema against :data:`schemas.INSTRUCT_SAMPLE` and the
-``shard`` suite; across shards: the manifest (every shard listed with its sha256 and row count,
-nothing else listed), the ``ids``, ``studies`` and ``counts`` suites. Writes
-``reports/validation.json`` (every GX result as ``to_json_dict`` plus the checks in readable form
-and the manifest's sha256, which the release stage matches) and ``reports/validation.md``. Any
-failed check raises :class:`InputError` after both reports are written, naming the failing shards
-and checks, so the command exits non-zero and the release refuses to run.
+release) and its manifest, whose preset, fidelity and audit exclusion decide what is expected (the
+preset's tasks; the original fidelity's empty answers; no failed audit verdict only where failed
+rows were excluded), and checks, per shard: the Arrow schema against
+:data:`schemas.INSTRUCT_SAMPLE` and the ``shard`` suite; across shards: the manifest (every shard
+listed with its sha256 and row count, nothing else listed), the ``ids``, ``studies`` and
+``counts`` suites. Writes ``reports/validation.json`` (every GX result as ``to_json_dict`` plus the
+checks in readable form and the manifest's sha256, which the release stage matches) and
+``reports/validation.md``. Any failed check raises :class:`InputError` after both reports are
+written, naming the failing shards and checks, so the command exits non-zero and the release
+refuses to run.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import pyarrow.parquet as pq
 from ... import schemas
 from ..config import section
 from ..errors import InputError
+from ..instruct.fidelity import ORIGINAL
+from ..instruct.presets import ALL_TASKS, PRESETS
 from ..io import read_json, sha256_file, write_json, write_text
 from ..stage import StageSpec
 from ..storage import assemble
@@ -40,6 +45,7 @@ from .expectations import (
     shard_checks,
     study_checks,
     study_splits,
+    unchecked_bounds,
 )
 
 REPORT_JSON = "validation.json"
@@ -54,11 +60,8 @@ def load_config(params: dict[str, Any]) -> ValidateConfig:
 
 def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
     load_config(params)
-    shards = assemble.load_config(params)
-    settings = {"validate": params.get("validate"),
-                "assemble": {"version": shards.version, "exclude_failed_audit": shards.exclude_failed_audit}}
-    return StageSpec("validate", [wd.shards(shards.version)], settings, [wd.report(REPORT_JSON), wd.report(REPORT_MD)],
-                     code=("tasks/quality", "schemas"))
+    version = assemble.load_config(params).version
+    return StageSpec("validate", [wd.shards(version)], [wd.report(REPORT_JSON), wd.report(REPORT_MD)])
 
 
 def schema_problems(schema: pa.Schema) -> list[str]:
@@ -94,12 +97,17 @@ def validate_version(version_dir: Path, cfg: ValidateConfig, *, exclude_failed_a
     if not manifest_path.exists():
         raise InputError(manifest_path, "manifest not found", expected="the output of the assemble stage")
     manifest = read_json(manifest_path)
+    preset = PRESETS.get(manifest.get("preset") or "")
+    tasks = [t for t in ALL_TASKS if t in preset.tasks] if preset else list(ALL_TASKS)
+    exclude_failed_audit = bool(manifest.get("audit_exclusion", exclude_failed_audit))
     validator = Validator()
     validator.add_suite("shard", shard_checks(cfg, audited=bool(manifest.get("audited")),
-                                              exclude_failed_audit=exclude_failed_audit), key_columns=["sample_id"])
+                                              exclude_failed_audit=exclude_failed_audit, tasks=tasks,
+                                              empty_answers=manifest.get("fidelity") == ORIGINAL),
+                        key_columns=["sample_id"])
     validator.add_suite("ids", id_checks(), key_columns=["sample_id"])
     validator.add_suite("studies", study_checks(), key_columns=["study_id", "split"])
-    validator.add_suite("counts", count_checks(cfg), key_columns=["split", "task"])
+    validator.add_suite("counts", count_checks(cfg, tasks), key_columns=["split", "task"])
 
     shards: dict[str, Any] = {}
     ids = []
@@ -116,7 +124,7 @@ def validate_version(version_dir: Path, cfg: ValidateConfig, *, exclude_failed_a
     if not shards:
         raise InputError(version_dir, "no shards to validate", expected="train/validate/test part-*.parquet files")
     ids_frame = pd.concat(ids, ignore_index=True)
-    counts = counts_frame(ids_frame, cfg)
+    counts = counts_frame(ids_frame, cfg, tasks)
     dataset: dict[str, SuiteResult] = {
         "ids": validator.run("ids", ids_frame[["sample_id"]]),
         "studies": validator.run("studies", study_splits(ids_frame)),
@@ -128,6 +136,8 @@ def validate_version(version_dir: Path, cfg: ValidateConfig, *, exclude_failed_a
     return {
         "success": success, "version": manifest.get("version"), "shards_dir": str(version_dir),
         "manifest_sha256": sha256_file(manifest_path), "rows": int(len(ids_frame)),
+        "preset": manifest.get("preset"), "fidelity": manifest.get("fidelity"), "tasks": tasks,
+        "unchecked_bounds": unchecked_bounds(cfg, tasks),
         "manifest_problems": manifest_issues, "shards": shards,
         "dataset": {name: r.to_json() for name, r in dataset.items()},
         "counts": counts.astype(object).where(counts.notna(), None).to_dict(orient="records"),
@@ -160,6 +170,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     out = [f"# Validation of {report['shards_dir']}: {verdict}", "",
            f"{len(report['shards'])} shard(s), {report['rows']} rows, "
            f"manifest sha256 `{report['manifest_sha256'][:16]}…`.", ""]
+    if report.get("preset"):
+        out += [f"Preset `{report['preset']}` (fidelity {report.get('fidelity') or 'improved'}): "
+                f"{len(report['tasks'])} tasks expected."
+                + (f" Bounds on tasks outside the preset, not checked: {', '.join(report['unchecked_bounds'])}."
+                   if report.get("unchecked_bounds") else ""), ""]
     if report["failures"]:
         out += ["## Failures", "", *[f"- {line}" for line in report["failures"]], ""]
     out += ["## Shards", "", "| shard | rows | checks passed | failed checks |", "|---|---:|---:|---|"]

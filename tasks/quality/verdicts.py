@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..labeling.conditions import FINDINGS
@@ -18,6 +19,24 @@ EMPTY, TRUNCATED, ECHO, NON_ENGLISH = "empty output", "truncated", "echoed promp
 DROPPED, ADDED, NOT_ADDED, NOT_REMOVED = "dropped", "added", "not added", "not removed"
 #: Every reason category, flags first (the order of the report's tables).
 REASONS = (EMPTY, TRUNCATED, ECHO, NON_ENGLISH, DROPPED, ADDED, NOT_ADDED, NOT_REMOVED)
+
+
+#: CheXpert's label hierarchy: a child finding is a more specific form of its parent ("atelectasis"
+#: is an opacity), so a rewrite naming the child keeps the parent, and one naming the parent of a
+#: source child adds nothing.
+CHILDREN: dict[str, tuple[str, ...]] = {
+    "Lung Opacity": ("Edema", "Consolidation", "Pneumonia", "Lung Lesion", "Atelectasis"),
+    "Enlarged Cardiomediastinum": ("Cardiomegaly",),
+}
+_IMPLIES = np.zeros((len(FINDINGS), len(FINDINGS)), dtype=np.int64)  # [child, parent]
+for _parent, _children in CHILDREN.items():
+    for _child in _children:
+        _IMPLIES[FINDINGS.index(_child), FINDINGS.index(_parent)] = 1
+
+
+def implied_parents(findings: np.ndarray) -> np.ndarray:
+    """(n, 13) parents of the findings in the (n, 13) FINDINGS-ordered mask ``findings``."""
+    return (np.asarray(findings, dtype=np.int64) @ _IMPLIES) > 0
 
 
 def reason_category(reason: str) -> str:

@@ -1,4 +1,5 @@
-"""The Vicuna v1.1 conversation format, read from ``prompt_templates/conversation.yaml``.
+"""The Vicuna v1.1 conversation format, read from ``prompt_templates/conversation.yaml`` (or from
+the ``conversation.yaml`` of a template folder, ``plan.templates_dir``, e.g. the imported original).
 
 ``render`` turns ``[{"role": "user"|"assistant", "content": ...}, ...]`` into the prompt text
 ``<system> USER: <q1> ASSISTANT: <a1></s>USER: <q2> ASSISTANT:``; ``segments`` gives the same text
@@ -11,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
+from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -56,11 +59,33 @@ class Conversation:
         return "".join(text for text, _ in self.segments(messages, open_turn=open_turn))
 
 
+def conversation_file(templates_dir: str | None = None) -> Path:
+    """The conversation template in use: ``templates_dir``'s ``conversation.yaml`` when it holds
+    one (an imported original), else the packaged one."""
+    custom = Path(templates_dir) / "conversation.yaml" if templates_dir else None
+    if custom is not None and custom.is_file():
+        return custom
+    return Path(str(files(TEMPLATE_PACKAGE).joinpath("conversation.yaml")))
+
+
+def templates_dir_of(params: dict[str, Any]) -> str | None:
+    return (params.get("plan") or {}).get("templates_dir")
+
+
 @cache
-def load_conversation(name: str = "conversation") -> Conversation:
-    data = yaml.safe_load(files(TEMPLATE_PACKAGE).joinpath(f"{name}.yaml").read_text(encoding="utf-8"))
+def load_conversation(templates_dir: str | None = None) -> Conversation:
+    """The conversation format of ``templates_dir`` (see :func:`conversation_file`). A file marked
+    ``verbatim: true`` keeps its system prompt's whitespace as it is."""
+    text = conversation_file(templates_dir).read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    system = data["system"] if data.get("verbatim") else " ".join(data["system"].split())
     return Conversation(
-        name=data["name"], version=str(data["version"]), system=" ".join(data["system"].split()),
+        name=data["name"], version=str(data["version"]), system=system,
         user=data["roles"]["user"], assistant=data["roles"]["assistant"], sep=data["sep"], sep2=data["sep2"],
         image_prefix=data["image_prefix"], image_token=data["image_token"],
     )
+
+
+def params_conversation(params: dict[str, Any]) -> Conversation:
+    """The conversation format a build uses: that of ``plan.templates_dir``, else the packaged one."""
+    return load_conversation(templates_dir_of(params))
