@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import pyarrow as pa
 from ...schemas import IMAGES, REPORTS
 from ..errors import InputError
 from ..labeling.conditions import CONDITIONS, CSV_ORDER, column
-from .report_parsing import BATCH, parse_reports
+from .report_parsing import BATCH, iter_report_bytes, parse_reports
 
 SPLITS = ("train", "validate", "test")
 METADATA = "mimic-cxr-2.0.0-metadata.csv"
@@ -135,24 +136,36 @@ def load_chexpert(path: Path) -> pd.DataFrame:
 
 # --- report files ------------------------------------------------------------------------------
 
+def report_source(source: Path) -> tuple[str, bool]:
+    """(the ``files`` folder or the zip, whether it is the zip) of the configured reports; a
+    missing or misplaced folder is a one-line error."""
+    if source.is_file() and zipfile.is_zipfile(source):
+        return str(source), True
+    if not source.exists():
+        raise InputError(source, "reports folder not found",
+                         expected="the mimic-cxr-reports folder containing files/pNN/pSUBJECT/sSTUDY.txt")
+    root = source if source.name == "files" else source / "files"
+    if not root.is_dir():
+        raise InputError(source, "no files/ folder inside",
+                         expected="the mimic-cxr-reports folder containing files/pNN/pSUBJECT/sSTUDY.txt")
+    return str(root), False
+
+
+def iter_report_files(source: Path) -> Iterator[tuple[str, bytes]]:
+    """Yield (relative path ``files/pNN/pSUBJECT/sSTUDY.txt``, raw bytes) for every report, in file
+    order, in this process."""
+    root, is_zip = report_source(source)
+    yield from iter_report_bytes(root, is_zip=is_zip)
+
+
 def load_reports(source: Path, keep_raw: set[int] | frozenset[int] = frozenset(), *, workers: int | None = None,
                  batch_size: int = BATCH) -> tuple[pd.DataFrame, dict[int, str]]:
     """One row per report file with its sections (see :mod:`.sections`), and the raw text of the
     studies in ``keep_raw``. ``source`` is the mimic-cxr-reports folder, its ``files`` folder or
     mimic-cxr-reports.zip. Reading and parsing use ``workers`` processes (default: the CPU count,
     at most 8; see :mod:`.report_parsing`)."""
-    is_zip = source.is_file() and zipfile.is_zipfile(source)
-    if is_zip:
-        root = source
-    else:
-        if not source.exists():
-            raise InputError(source, "reports folder not found",
-                             expected="the mimic-cxr-reports folder containing files/pNN/pSUBJECT/sSTUDY.txt")
-        root = source if source.name == "files" else source / "files"
-        if not root.is_dir():
-            raise InputError(source, "no files/ folder inside",
-                             expected="the mimic-cxr-reports folder containing files/pNN/pSUBJECT/sSTUDY.txt")
-    table, raw = parse_reports(str(root), is_zip=is_zip, keep_raw=frozenset(keep_raw), workers=workers,
+    root, is_zip = report_source(source)
+    table, raw = parse_reports(root, is_zip=is_zip, keep_raw=frozenset(keep_raw), workers=workers,
                                batch_size=batch_size)
     if table.num_rows == 0:
         raise InputError(source, "no reports found", expected="files/pNN/pSUBJECT/sSTUDY.txt")

@@ -208,6 +208,24 @@ def parse_zip_batch(archive: str, members: Sequence[ZipMember], keep_raw: frozen
 
 # --- both --------------------------------------------------------------------------------------
 
+def iter_report_bytes(source: str, *, is_zip: bool) -> Iterator[tuple[str, bytes]]:
+    """(path from the reports root, raw bytes) of every report under ``source`` (the ``files``
+    folder, or the zip), in file order, in this process (for readers that need the raw files)."""
+    if is_zip:
+        with open(source, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            for member in zip_members(source):
+                name = member[0]
+                try:
+                    data = member_bytes(source, view, member)
+                except (zipfile.BadZipFile, zlib.error, struct.error, EOFError) as err:
+                    raise InputError(f"{source}!{name}", f"cannot read report ({err})") from None
+                yield name[name.index("files/"):], data
+        return
+    for path, rel, is_folder in folder_units(source):
+        for file, file_rel in _walk(path, rel) if is_folder else ((path, rel),):
+            yield file_rel, read_file(file)
+
+
 def parse_reports(source: str, *, is_zip: bool, keep_raw: frozenset[int], workers: int | None = None,
                   batch_size: int = BATCH) -> tuple[pa.Table, dict[int, str]]:
     """Every report under ``source`` (the ``files`` folder, or the zip) as rows of
