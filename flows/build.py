@@ -1,4 +1,4 @@
-"""The ``build`` flow: every stage in order (training on request).
+"""The ``build`` flow: every stage of the registry's build order (training on request).
 
 A stage that is up to date is skipped by its stamp; a failing stage fails the build and leaves
 the outputs of the stages before it intact, so the next build resumes at the failed stage.
@@ -12,15 +12,15 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from .generate import generate_flow, run_generate_stage
-from .registry import BUILD_ORDER
+from .registry import BUILD_ORDER, Params, Summary
 from .stages import FLOWS
 
 ALL_FLOWS = {**FLOWS, "generate": generate_flow}
 
 
 @flow(name="build", persist_result=False, log_prints=True, description="Every stage, in order")
-def build_flow(params: dict[str, Any], workdir: str, force: bool = False, runner: str = "local",
-               dask_address: str | None = None, dask_workers: int = 2, train: bool = False) -> dict[str, Any]:
+def build_flow(params: Params, workdir: str, force: bool = False, runner: str = "local",
+               dask_address: str | None = None, dask_workers: int = 2, train: bool = False) -> dict[str, Summary]:
     results: dict[str, Any] = {}
     for stage in BUILD_ORDER + (("train",) if train else ()):
         if stage == "generate":
@@ -29,5 +29,6 @@ def build_flow(params: dict[str, Any], workdir: str, force: bool = False, runner
         else:
             results[stage] = FLOWS[stage](params, workdir, force=force)
     create_table_artifact(key="build-stages", description="build: what each stage did", table=[
-        {"stage": s, "skipped": bool(r.get("skipped")), "rows": r.get("rows", "")} for s, r in results.items()])
+        {"stage": s, "skipped": bool(r.get("skipped")), "rows": r.get("rows", ""), "why": r.get("rerun", "")}
+        for s, r in results.items()])
     return results

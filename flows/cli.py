@@ -1,16 +1,20 @@
 """The ``radialog-instruct`` command line: a subcommand per stage, ``build`` for all of them, and
-utilities (``make-demo``, ``label-file``, ``import-prompts``, ``release --verify``).
+utilities (``make-demo``, ``label-file``, ``import-prompts``, ``release --verify``, ``dvc-yaml``).
 
 Every stage command takes ``--workdir`` (default ``work/``, or ``workdir`` in params.yaml),
-``--params`` (default: the project's params.yaml), ``--set KEY=VALUE`` overrides, ``--demo`` (use
+``--params`` (default: the packaged params.yaml), ``--set KEY=VALUE`` overrides, ``--demo`` (use
 the bundled synthetic corpus and tiny local models) and ``--force`` (run even when unchanged).
-Bad input ends the command with one line on stderr and exit code 2.
+The whole params file and the source layouts are checked before anything runs or is written;
+Prefect starts only when a stage has to run (:func:`execute`). Bad input ends the command with one
+line on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,11 +24,12 @@ from rich.console import Console
 from rich.table import Table
 
 from ..tasks import workdir_lock
-from ..tasks.config import load_params
+from ..tasks.config import PROJECT_ROOT, load_params
 from ..tasks.errors import ConfigError, InputError, StageFailure
+from ..tasks.io import write_text
 from ..tasks.workdir import Workdir
 from . import environment
-from .registry import fresh_summary
+from .registry import BUILD_ORDER, STAGES, check_options, forced_by_options, fresh_summary, validate_params
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Build the RaDialog-Instruct dataset and train on it.")
@@ -49,18 +54,60 @@ def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def context(params: Path | None, overrides: list[str] | None, demo: bool, workdir: Path | None
-            ) -> tuple[dict[str, Any], Workdir]:
+def context(params: Path | None, overrides: list[str] | None, demo: bool, workdir: Path | None,
+            stages: Sequence[str]) -> tuple[dict[str, Any], Workdir]:
+    """The checked settings and the work dir of a command running ``stages``; nothing is written."""
     settings = load_params(params, overrides or [], demo=demo)
-    wd = Workdir.at(workdir or settings.get("workdir") or "work")
-    wd.root.mkdir(parents=True, exist_ok=True)
-    environment.prepare(wd.root)
-    return settings, wd
+    validate_params(settings, stages)
+    return settings, Workdir.at(workdir or settings.get("workdir") or "work")
+
+
+@dataclass(frozen=True)
+class How:
+    """How a command runs its stages (never what they write: that is settings)."""
+
+    force: bool = False
+    runner: str = "local"
+    dask_address: str | None = None
+    dask_workers: int = 2
+    train: bool = False
+
+
+def execute(command: str, stages: Sequence[str], settings: dict[str, Any], wd: Workdir, how: How,
+            options: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """The one place where a command's stages run, holding the work dir's lock. When every stage is
+    up to date (and nothing forces a run) the recorded summaries come back without starting
+    Prefect; otherwise the stage's flow (or ``build``) runs, and each stage skips or reruns by its
+    stamp."""
+    options = options or {}
+    for name in stages:
+        check_options(name, options)
+    with workdir_lock.hold(wd.root, command):  # one command per work dir; a second waits, then skips
+        if not how.force and not any(forced_by_options(n, options) for n in stages):
+            skipped = {name: fresh_summary(name, settings, wd) for name in stages}
+            if all(summary is not None for summary in skipped.values()):
+                return skipped  # type: ignore[return-value]
+        wd.root.mkdir(parents=True, exist_ok=True)
+        environment.prepare(wd.root)
+        with environment.quiet_engine():  # only now pay for the Prefect engine's start-up
+            if command == "build":
+                from .build import build_flow
+                return build_flow(settings, str(wd.root), force=how.force, runner=how.runner,
+                                  dask_address=how.dask_address, dask_workers=how.dask_workers, train=how.train)
+            (stage,) = stages
+            if stage == "generate":
+                from .generate import run_generate_stage
+                summary = run_generate_stage(settings, str(wd.root), force=how.force, runner=how.runner,
+                                             dask_address=how.dask_address, dask_workers=how.dask_workers)
+            else:
+                from .stages import FLOWS
+                summary = FLOWS[stage](settings, str(wd.root), force=how.force, options=options)
+        return {stage: summary}
 
 
 def show(stage: str, summary: dict[str, Any]) -> None:
     """Print the row counts a stage reports, and its key figures."""
-    state = "unchanged, skipped" if summary.get("skipped") else "done"
+    state = "unchanged, skipped" if summary.get("skipped") else f"done ({summary.get('rerun', 'ran')})"
     table = Table(title=f"{stage}: {state}", show_header=True, header_style="bold")
     table.add_column("what")
     table.add_column("count", justify="right")
@@ -72,29 +119,28 @@ def show(stage: str, summary: dict[str, Any]) -> None:
         elif isinstance(value, int):
             table.add_row("rows", str(value))
     for key, value in summary.items():
-        if key not in ("rows", "rows_per_task", "rows_per_split", "rows_per_task_split", "skipped") \
+        if key not in ("rows", "rows_per_task", "rows_per_split", "rows_per_task_split", "skipped", "rerun") \
                 and isinstance(value, (int, float, str, bool)):
             table.add_row(key, str(value))
     out.print(table)
 
 
-def run_stage_command(stage: str, params: Path | None, overrides: list[str] | None, demo: bool,
-                      workdir: Path | None, force: bool, **options: Any) -> dict[str, Any]:
-    settings, wd = context(params, overrides, demo, workdir)
-    with workdir_lock.hold(wd.root, stage):
-        summary = None if force else fresh_summary(stage, settings, wd)
-        if summary is None:  # only now pay for the Prefect engine's start-up
-            with environment.quiet_engine():
-                from .build import ALL_FLOWS
-                summary = ALL_FLOWS[stage](settings, str(wd.root), force=force, options=options)
+def stage_command(stage: str, params: Path | None, set_: list[str] | None, demo: bool, workdir: Path | None,
+                  how: How, flags: dict[str, Any] | None = None, options: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
+    """Run one stage: ``flags`` are the command's settings flags (params keys, skipped when None)."""
+    settings, wd = context(params, _overrides(stage, set_, flags or {}), demo, workdir, [stage])
+    summary = execute(stage, [stage], settings, wd, how, options)[stage]
     show(stage, summary)
     return summary
 
 
-def _overrides(set_: list[str] | None, **settings: object) -> list[str]:
-    """``--set`` items plus the command's own options that are settings (skipped when None)."""
-    extra = [f"{k.replace('__', '.')}={str(v).lower() if isinstance(v, bool) else v}"
-             for k, v in settings.items() if v is not None]
+def _overrides(stage: str, set_: list[str] | None, flags: dict[str, Any]) -> list[str]:
+    """``--set`` items plus the command's flags that are settings (those not None)."""
+    undeclared = sorted(set(flags) - set(STAGES[stage].flags))
+    if undeclared:
+        raise ConfigError(f"{stage}: {', '.join(undeclared)} are not settings flags of this stage")
+    extra = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in flags.items() if v is not None]
     return [*(set_ or []), *extra]
 
 
@@ -117,7 +163,9 @@ def pull(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = No
     from ..tasks.sources.pull import parse_images, plan_pull
     from ..tasks.sources.transfer_progress import Progress, RichProgress, activated
 
-    settings, wd = context(params, set_, False, workdir)
+    settings, wd = context(params, set_, False, workdir, ())
+    wd.root.mkdir(parents=True, exist_ok=True)
+    environment.prepare(wd.root)
     plan = plan_pull(settings, wd)  # settings that cannot work fail here, before the engine starts
     if images:
         parse_images(images, settings)
@@ -134,7 +182,7 @@ def pull(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = No
 def ingest(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = None, demo: DemoOpt = False,
            force: ForceOpt = False) -> None:
     """Read MIMIC-CXR, MIMIC-NLE and Rad-ReStruct into interim Parquet tables."""
-    run_stage_command("ingest", params, set_, demo, workdir, force)
+    stage_command("ingest", params, set_, demo, workdir, How(force))
 
 
 @app.command()
@@ -146,8 +194,8 @@ def label(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = N
                                                 "provided CheXpert labels (reports/label-compare.json)")] = False
           ) -> None:
     """CheXpert labels for every study (CheXbert, the rule labeler, or MIMIC's provided CSV)."""
-    summary = run_stage_command("label", params, _overrides(set_, label__labeler=labeler), demo, workdir,
-                                force or compare, compare=compare)
+    summary = stage_command("label", params, set_, demo, workdir, How(force), {"label.labeler": labeler},
+                            {"compare": compare})
     if compare and isinstance(summary.get("compare"), dict):
         show_compare(summary["compare"])
 
@@ -183,7 +231,7 @@ def label_file(in_csv: Annotated[Path, typer.Argument(help="CSV with a header ro
 def plan(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = None, demo: DemoOpt = False,
          force: ForceOpt = False) -> None:
     """Decide every sample of the ten tasks (no model runs)."""
-    run_stage_command("plan", params, set_, demo, workdir, force)
+    stage_command("plan", params, set_, demo, workdir, How(force))
 
 
 RunnerOpt = Annotated[str, typer.Option("--runner", help="local (one process) | dask (generation shards on a "
@@ -205,35 +253,28 @@ def generate(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt 
              force: ForceOpt = False, runner: RunnerOpt = "local", dask_address: DaskAddressOpt = None,
              dask_workers: DaskWorkersOpt = 2) -> None:
     """Generate the replay tasks' pseudo ground truth into the content-addressed cache."""
-    settings, wd = context(params, set_, demo, workdir)
-    with workdir_lock.hold(wd.root, "generate"):
-        summary = None if force else fresh_summary("generate", settings, wd)
-        if summary is None:
-            with environment.quiet_engine():
-                from .generate import run_generate_stage
-                summary = run_generate_stage(settings, str(wd.root), force=force, runner=_runner(runner),
-                                             dask_address=dask_address, dask_workers=dask_workers)
-    show("generate", summary)
+    stage_command("generate", params, set_, demo, workdir, How(force, _runner(runner), dask_address, dask_workers))
 
 
 @app.command()
 @one_line_errors
 def audit(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = None, demo: DemoOpt = False,
           force: ForceOpt = False) -> None:
-    """Re-label every pseudo label, judge it, and write the audit report (reports/audit.html)."""
-    run_stage_command("audit", params, set_, demo, workdir, force)
+    """Re-label every pseudo label and judge it (interim/audit.parquet; assemble writes the audit report)."""
+    stage_command("audit", params, set_, demo, workdir, How(force))
 
 
 @app.command()
 @one_line_errors
 def assemble(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = None, demo: DemoOpt = False,
              force: ForceOpt = False,
-             exclude_failed_audit: Annotated[bool, typer.Option(
+             exclude_failed_audit: Annotated[bool | None, typer.Option(
                  "--exclude-failed-audit/--keep-failed-audit",
-                 help="Move rows that failed the audit to the exclusion shards")] = True) -> None:
+                 help="Move rows that failed the audit to the exclusion shards [default: "
+                      "assemble.exclude_failed_audit]")] = None) -> None:
     """Join plan, generations and audit into versioned shards, manifest and JSON exports."""
-    run_stage_command("assemble", params, _overrides(set_, assemble__exclude_failed_audit=exclude_failed_audit),
-                      demo, workdir, force)
+    stage_command("assemble", params, set_, demo, workdir, How(force),
+                  {"assemble.exclude_failed_audit": exclude_failed_audit})
 
 
 @app.command()
@@ -241,7 +282,7 @@ def assemble(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt 
 def validate(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = None, demo: DemoOpt = False,
              force: ForceOpt = False) -> None:
     """Great Expectations suite over every shard; exits non-zero on any failure."""
-    run_stage_command("validate", params, set_, demo, workdir, force)
+    stage_command("validate", params, set_, demo, workdir, How(force))
 
 
 @app.command()
@@ -256,7 +297,12 @@ def release(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt =
         from ..tasks.release.physionet import verify_release
         out.print(verify_release(verify))
         return
-    run_stage_command("release", params, set_, demo, workdir, force)
+    stage_command("release", params, set_, demo, workdir, How(force))
+
+
+def launched() -> bool:
+    """Whether a launcher (accelerate launch / torchrun) started this process as one of several ranks."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 @app.command()
@@ -269,17 +315,17 @@ def train(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = N
                                                help="Continue from the latest checkpoint")] = True) -> None:
     """LoRA fine-tuning of the base model on the shards (adapter + metadata); runs data-parallel
     under accelerate launch / torchrun."""
-    overrides = _overrides(set_, train__max_steps=max_steps)
-    from ..trainer.distributed import world_size
-    if world_size() > 1:  # every rank trains without the flow engine; rank 0 records (trainer/launch.py)
+    if launched():  # every rank trains without the flow engine; rank 0 records (trainer/launch.py)
         from ..trainer.launch import run_launched
-        settings, wd = context(params, overrides, demo, workdir)
+        settings, wd = context(params, _overrides("train", set_, {"train.max_steps": max_steps}), demo, workdir,
+                               ["train"])
         summary = run_launched(settings, wd, force=force, resume=resume,
                                hold=lambda: workdir_lock.hold(wd.root, "train"))
         if summary is not None:
             show("train", summary)
         return
-    run_stage_command("train", params, overrides, demo, workdir, force, resume=resume)
+    stage_command("train", params, set_, demo, workdir, How(force), {"train.max_steps": max_steps},
+                  {"resume": resume})
 
 
 @app.command()
@@ -291,12 +337,29 @@ def build(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = N
           max_steps: Annotated[int | None, typer.Option("--max-steps", help="With --train: stop after N steps")] = None
           ) -> None:
     """Every stage in order: ingest, label, plan, generate, audit, assemble, validate, release."""
-    settings, wd = context(params, _overrides(set_, train__max_steps=max_steps), demo, workdir)
-    with workdir_lock.hold(wd.root, "build"), environment.quiet_engine():
-        from .build import build_flow
-        results = build_flow(settings, str(wd.root), force=force, runner=_runner(runner),
-                             dask_address=dask_address, dask_workers=dask_workers, train=with_train)
+    if launched():
+        raise ConfigError("build runs in one process: build first, then start `train` under the launcher")
+    stages = [*BUILD_ORDER, *(["train"] if with_train else [])]
+    settings, wd = context(params, _overrides("train", set_, {"train.max_steps": max_steps}), demo, workdir, stages)
+    results = execute("build", stages, settings, wd, How(force, _runner(runner), dask_address, dask_workers,
+                                                         with_train))
     show_build(results, wd)
+
+
+@app.command("dvc-yaml")
+@one_line_errors
+def dvc_yaml(path: Annotated[Path, typer.Option("-o", "--out", help="Where to write it")] = PROJECT_ROOT / "dvc.yaml",
+             check: Annotated[bool, typer.Option("--check", help="Only compare: exit 1 when the file differs "
+                                                 "from the stage registry")] = False) -> None:
+    """Write dvc.yaml from the stage registry (the stamps' own inputs, outputs, settings and code)."""
+    from .dvc_yaml import render_dvc_yaml
+    text = render_dvc_yaml()
+    if check:
+        same = path.exists() and path.read_text(encoding="utf-8") == text
+        out.print(f"{path}: {'up to date' if same else 'differs from the stage registry (run radialog-instruct dvc-yaml)'}")
+        raise typer.Exit(0 if same else 1)
+    write_text(text, path)
+    out.print(f"wrote {path}")
 
 
 def show_build(results: dict[str, dict[str, Any]], wd: Workdir) -> None:
@@ -307,7 +370,8 @@ def show_build(results: dict[str, dict[str, Any]], wd: Workdir) -> None:
         figures = ", ".join(f"{k}={summary[k]}" for k in ("rows", "requests", "model_calls", "cache_hits",
                                                            "labeler", "pass_rate", "failed", "files")
                             if k in summary and not isinstance(summary[k], (dict, list)))
-        table.add_row(stage, "skipped (unchanged)" if summary.get("skipped") else "ran", figures)
+        state = "skipped (unchanged)" if summary.get("skipped") else f"ran: {summary.get('rerun', '')}"
+        table.add_row(stage, state, figures)
     out.print(table)
     assembled = results.get("assemble", {})
     if isinstance(assembled.get("rows_per_task"), dict):

@@ -1,14 +1,17 @@
 """One Prefect flow per stage, and the shared way a stage runs.
 
-``execute`` is the whole life of a stage run: build its :class:`StageSpec`, skip it when its stamp
-says inputs, settings and code are unchanged and its outputs intact (``force`` overrides), else
-run the stage function as a Prefect task (with retries where the stage talks to a model or the
-network), record the stamp, and publish artifacts: a table of row counts and the stage's key
-figures. Stage functions are imported lazily so that the CLI starts fast.
+``execute`` is the whole life of a stage run: build its spec from the registry, skip it when its
+stamp says inputs, settings and code are unchanged and its outputs intact (``force`` or a rerunning
+option overrides), else say why it runs, run the stage function as a Prefect task (with retries
+where the stage talks to a model or the network), record the stamp, and publish artifacts: a table
+of row counts and the stage's key figures. Stage modules are imported on first use, so that the
+CLI starts fast.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 from prefect import flow, task
@@ -16,22 +19,47 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from ..tasks.stage import StageSpec, is_fresh, record
+from ..tasks.errors import ConfigError, InputError
+from ..tasks.stage import record
 from ..tasks.workdir import Workdir
-from .registry import STAGES, StageDef, skipped_summary
+from .registry import STAGES, Params, Summary, check_options, forced_by_options, freshness, producer, skipped_summary
 
 
-def _stage_task(stage: StageDef) -> Any:
-    options: dict[str, Any] = {"name": f"{stage.name}-run", "persist_result": False, "cache_policy": NO_CACHE}
-    if stage.retries:
-        options.update(retries=stage.retries, retry_delay_seconds=exponential_backoff(backoff_factor=10),
-                       retry_jitter_factor=0.5)
+def retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
+    """Retries are for models and networks; bad input or settings fail at once."""
+    return not isinstance(state.data, (InputError, ConfigError))
 
-    @task(**options)
-    def run_stage(params: dict[str, Any], workdir: str, options: dict[str, Any]) -> dict[str, Any]:
-        return stage.function(stage.run)(params, Workdir.at(workdir), **options)
 
-    return run_stage
+def retry_options(retries: int) -> dict[str, Any]:
+    if not retries:
+        return {}
+    return {"retries": retries, "retry_delay_seconds": exponential_backoff(backoff_factor=10),
+            "retry_jitter_factor": 0.5, "retry_condition_fn": retry_unless_bad_input}
+
+
+def name_the_writer(err: InputError, stage: str, params: Params, wd: Workdir) -> InputError:
+    """``err`` naming the stage that writes its file, when another stage does."""
+    writer = producer(err.path, params, wd)
+    if writer is None or writer == stage:
+        return err
+    return InputError(err.path, f"{err.problem}; it is written by the {writer} stage (rerun it with "
+                      f"`radialog-instruct {writer} --force`, or run `build`)", record=err.record, expected=err.expected)
+
+
+def run_stage(name: str, params: Params, wd: Workdir, options: dict[str, Any]) -> Summary:
+    try:
+        return STAGES[name].functions().run(params, wd, **options)
+    except InputError as err:
+        raise name_the_writer(err, name, params, wd) from None
+
+
+@cache
+def _stage_task(name: str) -> Any:
+    @task(name=f"{name}-run", persist_result=False, cache_policy=NO_CACHE, **retry_options(STAGES[name].retries))
+    def run_stage_task(params: Params, workdir: str, options: dict[str, Any]) -> Summary:
+        return run_stage(name, params, Workdir.at(workdir), options)
+
+    return run_stage_task
 
 
 def _flat(summary: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -59,39 +87,36 @@ def publish(stage: str, summary: dict[str, Any], skipped: bool) -> None:
         description=f"{stage}: key figures")
 
 
-def execute(name: str, params: dict[str, Any], workdir: str, *, force: bool = False,
-            options: dict[str, Any] | None = None) -> dict[str, Any]:
-    stage = STAGES[name]
+def execute(name: str, params: Params, workdir: str, *, force: bool = False, options: dict[str, Any] | None = None,
+            run: Callable[[], Summary] | None = None) -> Summary:
+    """Run stage ``name`` unless it is up to date; ``run`` replaces the default stage task."""
+    options = options or {}
+    check_options(name, options)
     wd = Workdir.at(workdir)
-    spec: StageSpec = stage.function(stage.spec)(params, wd)
-    if not force and is_fresh(spec, wd):
+    spec, state = freshness(name, params, wd)
+    if state.fresh and not force and not forced_by_options(name, options):
         summary = skipped_summary(wd, name)
         publish(name, summary, skipped=True)
         return summary
-    summary = _stage_task(stage)(params, str(wd.root), options or {})
+    why = str(state) if not state.fresh else "forced (--force)" if force else "forced by an option"
+    print(f"{name}: running ({why})")
+    summary = run() if run is not None else _stage_task(name)(params, str(wd.root), options)
     record(spec, wd, summary)
     publish(name, summary, skipped=False)
-    return {**summary, "skipped": False}
+    return {**summary, "skipped": False, "rerun": why}
 
 
-def _stage_flow(name: str, description: str) -> Any:
+def _stage_flow(name: str) -> Any:
+    description = STAGES[name].description
+
     @flow(name=name, description=description, persist_result=False, log_prints=True)
-    def stage_flow(params: dict[str, Any], workdir: str, force: bool = False,
-                   options: dict[str, Any] | None = None) -> dict[str, Any]:
+    def stage_flow(params: Params, workdir: str, force: bool = False,
+                   options: dict[str, Any] | None = None) -> Summary:
         return execute(name, params, workdir, force=force, options=options)
 
     stage_flow.__doc__ = description
     return stage_flow
 
 
-ingest_flow = _stage_flow("ingest", "MIMIC-CXR, MIMIC-NLE and Rad-ReStruct -> interim Parquet tables")
-label_flow = _stage_flow("label", "CheXpert labels for every study (CheXbert, rules or provided)")
-plan_flow = _stage_flow("plan", "Decide every sample of the ten tasks")
-audit_flow = _stage_flow("audit", "Re-label pseudo labels and judge their faithfulness")
-assemble_flow = _stage_flow("assemble", "Plan + generations + audit -> versioned shards and exports")
-validate_flow = _stage_flow("validate", "Great Expectations suite over every shard")
-release_flow = _stage_flow("release", "PhysioNet release folder with dataset card, checksums and PHI scan")
-train_flow = _stage_flow("train", "LoRA fine-tuning from the shards")
-
-FLOWS = {"ingest": ingest_flow, "label": label_flow, "plan": plan_flow, "audit": audit_flow,
-         "assemble": assemble_flow, "validate": validate_flow, "release": release_flow, "train": train_flow}
+#: The flow of every stage but generate (see :mod:`.generate`), by name.
+FLOWS = {name: _stage_flow(name) for name in STAGES if name != "generate"}

@@ -2,7 +2,12 @@
 
 Each stage reads one section into a frozen dataclass of its own (:func:`section`), so a typo in a
 key is an error that names the key, and :func:`section_hash` identifies exactly the settings a
-stage depends on.
+stage depends on. The stage registry checks every section up front (``flows.registry.SECTIONS``)
+with :func:`check_top_level` and :func:`check_paths`.
+
+The defaults (``params.yaml``), the prompt templates and the demo corpus ship inside the package:
+:data:`PROJECT_ROOT` is the checkout in an editable install and the installed ``radialog_instruct``
+folder otherwise, with the same layout, so ``--demo`` and the defaults work from any folder.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from .io import dumps_json
 
 T = TypeVar("T")
 
-#: The checkout this package runs from (holds params.yaml, dvc.yaml and data/demo).
+#: The package root: holds params.yaml, prompt_templates/ and data/demo/ (and, in a checkout, dvc.yaml).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEMO_ROOT = PROJECT_ROOT / "data" / "demo"
 
@@ -46,6 +51,9 @@ DEMO_OVERLAY: dict[str, Any] = {
 PATH_KEYS = ("sources.mimic_cxr", "sources.mimic_nle", "sources.rad_restruct", "sources.predictions",
              "sources.physionet.mimic_nle_queries", "sources.physionet.rad_restruct_archive",
              "label.chexbert.checkpoint", "plan.templates_dir", "train.features.path")
+
+#: Set by :func:`load_params`: the folder of the params file (stamps name paths relative to it).
+PARAMS_DIR = "_params_dir"
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -102,7 +110,7 @@ def load_params(path: str | Path | None = None, overrides: Sequence[str] = (), *
     params = _resolve_paths(params, path.parent.resolve())
     if demo:
         params = deep_merge(params, DEMO_OVERLAY)
-    return apply_overrides(params, overrides)
+    return {**apply_overrides(params, overrides), PARAMS_DIR: str(path.parent.resolve())}
 
 
 def _resolve_paths(params: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -123,6 +131,31 @@ def _resolve_paths(params: dict[str, Any], base: Path) -> dict[str, Any]:
         if isinstance(node, dict) and leaf in node:
             node[leaf] = walk(node[leaf])
     return params
+
+
+def dotted(params: Mapping[str, Any], key: str) -> Any:
+    """The value at dotted ``key`` (``"assemble.version"``); None when any part is missing."""
+    node: Any = params
+    for part in key.split("."):
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    return node
+
+
+def check_top_level(params: Mapping[str, Any], known: Sequence[str]) -> None:
+    unknown = sorted(set(params) - set(known) - {PARAMS_DIR})
+    if unknown:
+        raise ConfigError(f"params: unknown top-level key(s) {', '.join(map(repr, unknown))} "
+                          f"(known: {', '.join(known)})")
+
+
+def check_paths(params: Mapping[str, Any], keys: Sequence[str]) -> None:
+    """Every path setting among ``keys`` that is set must exist."""
+    for key in keys:
+        value = dotted(params, key)
+        if value is not None and not Path(str(value)).exists():
+            raise ConfigError(f"params: {key}: {value} does not exist (expected an existing file or folder)")
 
 
 def section_hash(params: Mapping[str, Any], *keys: str) -> str:
@@ -174,7 +207,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint in (int, float, str, bool) and not isinstance(value, hint):
+    if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is not bool and isinstance(value, bool))):
         raise ConfigError(f"params: {where} must be {hint.__name__}, got {value!r}")
     if origin in (list, tuple) and value is not None:
         if not isinstance(value, (list, tuple)):

@@ -1,4 +1,4 @@
-"""Crash-safe file output (temp name, then rename), Parquet/JSON helpers and input fingerprints.
+"""Crash-safe file output (temp name, then rename) and Parquet/JSON helpers.
 
 Nothing the pipeline writes is ever visible half-written: every writer goes through
 :func:`atomic_path`, which hands out a temporary sibling name and renames it into place only
@@ -70,11 +70,17 @@ def write_parquet(table: pa.Table, path: str | Path, *, row_group_size: int | No
 
 
 def read_parquet(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet table; a missing or damaged file is a one-line :class:`~.errors.InputError`."""
+    from .errors import InputError
+
     path = Path(path)
     if not path.exists():
-        from .errors import InputError
         raise InputError(path, "file not found", expected="the output of an earlier stage; run it first")
-    return pq.read_table(path, columns=columns)
+    try:
+        return pq.read_table(path, columns=columns)
+    except (OSError, pa.ArrowException) as err:
+        raise InputError(path, f"not a readable Parquet file ({type(err).__name__}: {' '.join(str(err).split())[:200]})",
+                         expected="the file as the stage that writes it left it") from None
 
 
 def dumps_json(obj: Any) -> str:
@@ -107,24 +113,3 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def fingerprint(path: str | Path) -> str:
-    """A cheap identity of an input: sha256 of a file's bytes, or of a directory's listing.
-
-    A directory (e.g. the 227k MIMIC-CXR report files) is fingerprinted by its sorted listing of
-    (relative path, size, mtime) so that an unchanged tree is recognised without reading it.
-    """
-    path = Path(path)
-    if path.is_file():
-        return "file:" + sha256_file(path)
-    if path.is_dir():
-        h = hashlib.sha256()
-        for root, dirs, files in os.walk(path):
-            dirs.sort()
-            for name in sorted(files):
-                p = Path(root, name)
-                st = p.stat()
-                h.update(f"{p.relative_to(path).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        return "dir:" + h.hexdigest()
-    return "missing"

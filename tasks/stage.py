@@ -1,60 +1,75 @@
-"""Stage stamps: the one mechanism that decides whether a stage must run.
+"""Stage stamps: the one mechanism that decides whether a stage must run, and says why.
 
-After a stage finishes it writes ``<workdir>/stamps/<stage>.json`` holding a key (fingerprints of
-its input files, a hash of the settings it reads, a hash of its own code) and fingerprints of the
-outputs it wrote. The stage is skipped while the key is unchanged and its outputs are still the
-ones it wrote; a crash before the stamp is written, a changed input or setting, or a touched output
-makes it run again. The Prefect flows, the CLI and therefore DVC's stages all go through this.
+After a stage finishes it writes ``<workdir>/stamps/<stage>.json`` holding its key - the settings
+it reads, fingerprints of its input files, digests of every code file it imports (see
+:mod:`.import_graph`) and extra facts such as the resolved labeler - and the size and digest of
+every output it wrote. The stage is skipped only while the key is unchanged *and* every output
+is still there, byte for byte; otherwise :func:`check` names what changed ("inputs changed: ...",
+"code changed: ...", "settings changed: ...", "output missing: ..."). Paths in a stamp are
+relative to the work dir, the params file's folder or the installed package
+(:func:`.fingerprints.label`), so a moved or copied work dir stays fresh.
+
+The Prefect flows, the CLI and therefore DVC's stages all go through this module.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 from . import PIPELINE_VERSION
-from .hashing import short_id
-from .io import dumps_json, fingerprint, read_json, write_json
+from .errors import StageFailure
+from .fingerprints import Fingerprint, file_digest, fingerprint, label, relabel_paths
+from .import_graph import PACKAGE_ROOT
+from .io import read_json, write_json
 from .workdir import Workdir
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-
-
-@cache
-def code_hash(parts: tuple[str, ...]) -> str:
-    """Hash of the Python sources under the given package folders (relative to the checkout)."""
-    h = hashlib.sha256(PIPELINE_VERSION.encode())
-    for part in parts:
-        base = PACKAGE_ROOT / part
-        files = sorted(base.rglob("*.py")) if base.is_dir() else [base]
-        for path in files:
-            if path.exists():
-                h.update(path.relative_to(PACKAGE_ROOT).as_posix().encode())
-                h.update(path.read_bytes())
-    return h.hexdigest()[:16]
+#: How many names a reason lists before "and N more".
+SHOWN = 4
 
 
 @dataclass(frozen=True)
 class StageSpec:
+    """What a stage reads and writes. The stage module's ``stage_spec`` gives the paths and extra
+    key facts; the stage registry adds the settings it reads and the code it imports."""
+
     name: str
     inputs: Sequence[Path]
-    settings: Mapping[str, Any]
     outputs: Sequence[Path]
-    code: tuple[str, ...] = ("tasks",)
     extra_key: Mapping[str, str] = field(default_factory=dict)
+    #: folders the stage adds to and never replaces (the generation cache): DVC keeps them
+    persistent: Sequence[Path] = ()
+    #: outputs known only after a run, read from its summary (generate: the cache chunks it needs)
+    produced: Callable[[Mapping[str, Any]], Sequence[Path]] | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    code: Sequence[Path] = ()
+    #: the params file's folder: paths below it are stamped relative to it
+    params_dir: Path | None = None
 
-    def key(self) -> dict[str, Any]:
+    def anchors(self, wd: Workdir) -> list[tuple[str, Path | None]]:
+        return [("", wd.root), ("<params>/", self.params_dir), ("<package>/", PACKAGE_ROOT)]
+
+    def key(self, wd: Workdir) -> dict[str, Any]:
+        anchors = self.anchors(wd)
         return {
-            "stage": self.name,
-            "code": code_hash(self.code),
-            "settings": short_id(dumps_json(self.settings), length=16),
-            "inputs": {str(p): fingerprint(p) for p in self.inputs},
-            **dict(self.extra_key),
+            "pipeline_version": PIPELINE_VERSION,
+            "settings": relabel_paths(dict(self.settings), anchors),
+            # the work dir's folders are fingerprinted by content, source folders by their listing
+            "inputs": {label(p, anchors): fingerprint(p, deep=p.is_relative_to(wd.root)) for p in self.inputs},
+            "code": {p.relative_to(PACKAGE_ROOT).as_posix(): file_digest(p)[:16] for p in self.code},
+            "extra": dict(self.extra_key),
         }
+
+
+@dataclass(frozen=True)
+class Freshness:
+    fresh: bool
+    reasons: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return "; ".join(self.reasons) if self.reasons else "unchanged"
 
 
 def stamp_path(wd: Workdir, name: str) -> Path:
@@ -66,25 +81,89 @@ def read_stamp(wd: Workdir, name: str) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        return read_json(path)
+        stamp = read_json(path)
     except ValueError:
         return None
+    return stamp if isinstance(stamp, dict) else None
+
+
+def _names(items: Sequence[str]) -> str:
+    items = sorted(items)
+    more = f" and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
+    return ", ".join(items[:SHOWN]) + more
+
+
+def _changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    return [k for k in set(old) | set(new) if old.get(k, ...) != new.get(k, ...)]
+
+
+def _changed_settings(old: Any, new: Any, where: str = "") -> list[str]:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        return [name for k in set(old) | set(new)
+                for name in _changed_settings(old.get(k), new.get(k), f"{where}.{k}" if where else str(k))]
+    return [] if old == new else [where or "(all)"]
+
+
+def _key_reasons(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    reasons = []
+    if old.get("pipeline_version") != new["pipeline_version"]:
+        reasons.append(f"pipeline version changed: {old.get('pipeline_version')} -> {new['pipeline_version']}")
+    if changed := _changed_settings(old.get("settings"), new["settings"]):
+        reasons.append(f"settings changed: {_names(changed)}")
+    if changed := _changed(old.get("inputs") or {}, new["inputs"]):
+        reasons.append(f"inputs changed: {_names(changed)}")
+    if changed := _changed(old.get("code") or {}, new["code"]):
+        reasons.append(f"code changed: {_names(changed)}")
+    for name in sorted(_changed(old.get("extra") or {}, new["extra"])):
+        reasons.append(f"{name} changed: {(old.get('extra') or {}).get(name)} -> {new['extra'].get(name)}")
+    return reasons
+
+
+def _unlabel(name: str, anchors: Sequence[tuple[str, Path | None]]) -> Path:
+    for prefix, root in anchors:
+        if root is not None and prefix and name.startswith(prefix):
+            return root / name[len(prefix):]
+    path = Path(name)
+    return path if path.is_absolute() else anchors[0][1] / path  # type: ignore[operator]
+
+
+def _output_reasons(spec: StageSpec, wd: Workdir, recorded: Mapping[str, Fingerprint]) -> list[str]:
+    anchors = spec.anchors(wd)
+    wanted = {label(p, anchors) for p in spec.outputs} | set(recorded)
+    missing, changed = [], []
+    for name in sorted(wanted):
+        now = fingerprint(_unlabel(name, anchors))
+        if now is None:
+            missing.append(name)
+        elif now != recorded.get(name):
+            changed.append(name)
+    reasons = [f"output missing: {_names(missing)}"] if missing else []
+    return reasons + ([f"output changed: {_names(changed)}"] if changed else [])
+
+
+def check(spec: StageSpec, wd: Workdir) -> Freshness:
+    """Whether ``spec``'s stage is up to date in ``wd``, and if not, why."""
+    stamp = read_stamp(wd, spec.name)
+    if stamp is None:
+        return Freshness(False, ("first run (no stamp)",))
+    old = stamp.get("key")
+    if not isinstance(old, dict) or not isinstance(stamp.get("outputs"), dict):
+        return Freshness(False, ("stamp of an older format",))
+    reasons = _key_reasons(old, spec.key(wd)) or _output_reasons(spec, wd, stamp["outputs"])
+    return Freshness(not reasons, tuple(reasons))
 
 
 def is_fresh(spec: StageSpec, wd: Workdir) -> bool:
-    stamp = read_stamp(wd, spec.name)
-    if stamp is None or stamp.get("key") != spec.key():
-        return False
-    outputs = stamp.get("outputs", {})
-    if set(outputs) != {str(p) for p in spec.outputs}:
-        return False
-    return all(fingerprint(Path(p)) == fp for p, fp in outputs.items())
+    return check(spec, wd).fresh
 
 
 def record(spec: StageSpec, wd: Workdir, summary: Mapping[str, Any]) -> None:
-    write_json({"key": spec.key(), "outputs": {str(p): fingerprint(p) for p in spec.outputs},
+    """Stamp a finished run: its key and its outputs as they are now."""
+    anchors = spec.anchors(wd)
+    outputs = [*spec.outputs, *(spec.produced(summary) if spec.produced else ())]
+    fingerprints = {label(p, anchors): fingerprint(p) for p in outputs}
+    missing = [name for name, fp in fingerprints.items() if fp is None]
+    if missing:
+        raise StageFailure(f"{spec.name}: finished without writing {_names(missing)}")
+    write_json({"stage": spec.name, "key": spec.key(wd), "outputs": fingerprints,
                 "summary": dict(summary)}, stamp_path(wd, spec.name))
-
-
-def invalidate(wd: Workdir, name: str) -> None:
-    stamp_path(wd, name).unlink(missing_ok=True)

@@ -1,9 +1,15 @@
-"""Session-wide test setup: no network, no telemetry, and the demo corpus ingested once."""
+"""Session-wide test setup: no network, no telemetry, and the demo corpus ingested once.
+
+``demo_workdir`` is that one ingest, to be read only; a test or fixture that writes takes a
+private copy from ``ingested_copy``.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,10 +32,21 @@ environment.prepare(Path(tempfile.mkdtemp(prefix="radialog-tests-")))
 
 @pytest.fixture(scope="session")
 def demo_workdir(tmp_path_factory: pytest.TempPathFactory) -> Workdir:
-    """A work dir holding the ingest stage's output for the bundled demo corpus (data/demo)."""
+    """The ingest stage's output for the bundled demo corpus (data/demo), once per session. Read only."""
     wd = Workdir.at(tmp_path_factory.mktemp("demo-work"))
     ingest(section(SourcesConfig, DEMO_OVERLAY, "sources"), wd)
     return wd
+
+
+@pytest.fixture(scope="session")
+def ingested_copy(demo_workdir: Workdir, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Workdir]:
+    """``ingested_copy(name)``: a new work dir holding a copy of the demo ingest."""
+    def copy(name: str) -> Workdir:
+        wd = Workdir.at(tmp_path_factory.mktemp(name))
+        shutil.copytree(demo_workdir.root, wd.root, dirs_exist_ok=True)
+        return wd
+
+    return copy
 
 
 @pytest.fixture(scope="session")
@@ -41,11 +58,12 @@ def demo_params() -> dict:
 
 
 @pytest.fixture(scope="session")
-def planned_workdir(demo_workdir: Workdir, demo_params: dict) -> Workdir:
-    """The demo work dir after the label (rule labeler) and plan stages."""
+def planned_workdir(ingested_copy: Callable[[str], Workdir], demo_params: dict) -> Workdir:
+    """A work dir of its own after the demo's ingest, label (rule labeler) and plan stages."""
     from radialog_instruct.tasks.instruct.plan import run_plan
     from radialog_instruct.tasks.labeling.stage import run_label
 
-    run_label(demo_params, demo_workdir)
-    run_plan(demo_params, demo_workdir)
-    return demo_workdir
+    wd = ingested_copy("planned")
+    run_label(demo_params, wd)
+    run_plan(demo_params, wd)
+    return wd

@@ -17,7 +17,6 @@ from radialog_instruct.tasks.instruct.plan import run_plan
 from radialog_instruct.tasks.io import sha256_file
 from radialog_instruct.tasks.labeling.stage import run_label
 from radialog_instruct.tasks.quality.audit import run_audit
-from radialog_instruct.tasks.sources.ingest import run_ingest
 from radialog_instruct.tasks.storage.assemble import run_assemble
 from radialog_instruct.tasks.storage.exports import export
 from radialog_instruct.tasks.workdir import Workdir
@@ -26,14 +25,15 @@ pytestmark = pytest.mark.slow
 
 
 def build(params: dict, wd: Workdir) -> dict:
-    for stage in (run_ingest, run_label, run_plan, run_generate, run_audit):
+    """The stages after ingest on a work dir that holds the demo ingest."""
+    for stage in (run_label, run_plan, run_generate, run_audit):
         stage(params, wd)
     return run_assemble(params, wd)
 
 
 @pytest.fixture(scope="module")
-def assembled(tmp_path_factory, demo_params) -> tuple[Workdir, dict]:
-    wd = Workdir.at(tmp_path_factory.mktemp("assembled"))
+def assembled(ingested_copy, demo_params) -> tuple[Workdir, dict]:
+    wd = ingested_copy("assembled")
     return wd, build(demo_params, wd)
 
 
@@ -67,9 +67,9 @@ def test_excluded_rows_carry_their_audit_reason(assembled, demo_params):
     assert all(r["is_pseudo_label"] and r["generation"]["request_hash"] for r in excluded)
 
 
-def test_two_builds_give_identical_bytes(assembled, demo_params, tmp_path):
+def test_two_builds_give_identical_bytes(assembled, demo_params, ingested_copy):
     wd, _ = assembled
-    other = Workdir.at(tmp_path / "again")
+    other = ingested_copy("again")
     build(demo_params, other)
     first, second = version_dir(wd, demo_params), version_dir(other, demo_params)
     files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())

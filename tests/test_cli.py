@@ -22,11 +22,15 @@ def test_ingest_demo_prints_row_counts_and_skips_when_unchanged(tmp_path):
 
 
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
-    result = runner.invoke(app, ["ingest", "--demo", "--workdir", str(tmp_path),
-                                 "--set", f"sources.mimic_cxr.jpg_root={tmp_path / 'nowhere'}"])
-    assert result.exit_code == 2
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and "mimic-cxr-2.0.0-metadata.csv.gz: file not found" in lines[0]
+    (tmp_path / "empty").mkdir()
+    for folder, message in (("nowhere", "sources.mimic_cxr.jpg_root: {} does not exist"),
+                            ("empty", "{}/mimic-cxr-2.0.0-metadata.csv.gz: file not found")):
+        result = runner.invoke(app, ["ingest", "--demo", "--workdir", str(tmp_path / "work"),
+                                     "--set", f"sources.mimic_cxr.jpg_root={tmp_path / folder}"])
+        assert result.exit_code == 2
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and message.format(tmp_path / folder) in lines[0]
+    assert not (tmp_path / "work").exists()  # checked before anything is written
 
 
 def test_unknown_setting_is_rejected(tmp_path):

@@ -16,6 +16,7 @@ from radialog_instruct.tasks.generation.requests import request_hashes, request_
 from radialog_instruct.tasks.generation.stage import GenerationError, merge_summaries, run_generate, stage_spec
 from radialog_instruct.tasks.generation.transformers_backend import TransformersBackend
 from radialog_instruct.tasks.io import read_json
+from radialog_instruct.tasks.text.conversation import conversation_file
 from radialog_instruct.tasks.workdir import Workdir
 
 from gen_fixtures import make_params, replay_messages, write_plan, write_reports
@@ -99,11 +100,11 @@ def test_demo_tiny_is_built_from_the_reports_and_flagged_meaningless(gen_wd):
     assert summary["model_calls"] == 2
 
 
-def test_stage_spec_covers_plan_settings_and_summary(gen_wd):
+def test_stage_spec_covers_plan_conversation_summary_and_cache(gen_wd):
     spec = stage_spec(make_params(), gen_wd)
-    assert spec.inputs == [gen_wd.table("plan")] and spec.outputs == [gen_wd.report("generate-summary.json")]
-    assert spec.settings["generate"]["model_preset"] == "demo-tiny" and spec.settings["seed"] == 1234
-    assert spec.code == ("tasks/generation", "tasks/text")
+    assert spec.inputs == [gen_wd.table("plan"), conversation_file()]
+    assert spec.outputs == [gen_wd.report("generate-summary.json")]
+    assert spec.persistent == [gen_wd.cache / "generation"]
 
 
 def test_greedy_batches_do_not_change_results(backend):

@@ -103,7 +103,7 @@ def test_chexbert_stage_and_stamp(wd: Workdir, tiny):
     settings = params("auto", checkpoint=str(tiny.checkpoint), encoder=str(tiny.encoder_dir), batch_size=16,
                       device="cpu")
     spec = stage_spec(settings, wd)
-    assert tiny.checkpoint in spec.inputs and spec.key()["labeler"] == "chexbert"
+    assert tiny.checkpoint in spec.inputs and spec.key(wd)["extra"]["labeler"] == "chexbert"
     summary = run_label(settings, wd)
     assert summary["labeler"] == "chexbert" and "local checkpoint" in summary["reason"]
     labels = pd.read_parquet(wd.table("labels"))

@@ -35,9 +35,7 @@ from radialog_instruct.tasks.release.physionet import (
     synthetic_sources,
     verify_release,
 )
-from radialog_instruct.tasks.sources.ingest import run_ingest
 from radialog_instruct.tasks.storage.assemble import run_assemble
-from radialog_instruct.tasks.workdir import Workdir
 
 from fake_generator import write_generation_cache
 from reference import RAD_RESTRUCT
@@ -57,12 +55,11 @@ SETTINGS = {
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def demo(ingested_copy) -> dict[str, Any]:
     params = load_params(demo=True)
     for key, value in SETTINGS.items():
         params[key] = {**(params.get(key) or {}), **value}
-    wd = Workdir.at(tmp_path_factory.mktemp("demo"))
-    run_ingest(params, wd)
+    wd = ingested_copy("demo")
     run_label(params, wd)
     run_plan(params, wd)
     write_generation_cache(params, wd)

@@ -22,11 +22,11 @@ from typing import Any
 
 import torch
 
-from ..flows.registry import skipped_summary
+from ..flows.registry import skipped_summary, stage_spec
 from ..tasks.stage import is_fresh, record
 from ..tasks.workdir import Workdir
 from . import distributed
-from .run import run_train, stage_spec
+from .run import run_train
 
 
 def _log_to_stderr(rank: int) -> None:
@@ -47,7 +47,7 @@ def run_launched(params: dict[str, Any], wd: Workdir, *, force: bool, resume: bo
     ranks = distributed.start()
     _log_to_stderr(ranks.rank)
     with hold() if ranks.is_main else nullcontext():
-        spec = stage_spec(params, wd)
+        spec = stage_spec("train", params, wd)
         stale = [force or not is_fresh(spec, wd)] if ranks.is_main else [None]
         torch.distributed.broadcast_object_list(stale, src=0)
         if not stale[0]:

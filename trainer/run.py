@@ -1,8 +1,8 @@
 """The train stage: shards/<version> -> <output_dir>/adapter (+ checkpoints, reports/train-summary.json).
 
-:func:`run_train` is what the CLI (``radialog-instruct train``) and the flow call, and what every
-rank runs under a launcher (trainer/launch.py); :func:`stage_spec` tells the stage stamps what the
-stage reads and writes.
+:func:`run_train` is what the CLI (``radialog-instruct train``) and the flow call (through
+:mod:`.stage`, which also tells the stage stamps what the stage reads and writes), and what every
+rank runs under a launcher (trainer/launch.py).
 """
 
 from __future__ import annotations
@@ -15,15 +15,13 @@ from typing import Any
 import torch
 
 from ..tasks import PIPELINE_VERSION
-from ..tasks.config import PROJECT_ROOT
 from ..tasks.errors import InputError
 from ..tasks.hashing import short_id
 from ..tasks.io import dumps_json, write_json
-from ..tasks.stage import StageSpec
 from ..tasks.text.conversation import load_conversation
 from ..tasks.workdir import Workdir
 from . import distributed
-from .config import DEMO_MODEL, TrainConfig, dataset_version, load_config, output_dir
+from .config import TrainConfig, dataset_version, load_config, output_dir
 from .encode import Encoder, ImageSlot
 from .features import build_projector, open_features
 from .loop import Data, Trainer
@@ -34,7 +32,6 @@ log = logging.getLogger(__name__)
 
 #: Conversations the demo model's tokenizer is trained on.
 DEMO_TOKENIZER_ROWS = 2000
-CONVERSATION_TEMPLATE = PROJECT_ROOT / "prompt_templates" / "conversation.yaml"
 
 
 def _demo_texts(shards: ShardSet, seed: int) -> list[str]:
@@ -136,18 +133,3 @@ def run_train(params: dict[str, Any], wd: Workdir, *, max_steps: int | None = No
     if ranks.is_main:
         write_json(summary, wd.report("train-summary.json"))
     return summary
-
-
-def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
-    cfg = load_config(params)
-    version = dataset_version(cfg, params)
-    inputs = [wd.shards(version) / "manifest.json", CONVERSATION_TEMPLATE]
-    if cfg.features.path:
-        inputs.append(Path(cfg.features.path))
-    if cfg.base_model == DEMO_MODEL:
-        inputs.append(wd.models / DEMO_MODEL)
-    elif Path(cfg.base_model).is_dir():
-        inputs.append(Path(cfg.base_model))
-    settings = {"train": params.get("train"), "seed": params.get("seed"), "dataset_version": version}
-    return StageSpec("train", inputs, settings, [output_dir(cfg, wd, version) / "adapter"],
-                     code=("trainer", "tasks/text", "tasks/models"))

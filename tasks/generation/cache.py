@@ -8,7 +8,8 @@ renamed into place when complete (:func:`tasks.io.write_parquet`). Hence:
   rewritten, and a rerun generates only the hashes that no chunk holds;
 - several workers (processes, hosts on shared storage) write into one folder without locks:
   chunk names are unique per writer, and readers see only complete files;
-- a reader skips temporary files, and skips an unreadable file with a warning;
+- a reader skips temporary files, and skips an unreadable file with a warning; the generate stage
+  sets unreadable chunks aside (``<name>.unreadable``, reported by name) and regenerates their rows;
 - the same hash in two chunks (two unsharded workers racing) is harmless: readers keep the row
   of the first chunk by name, so every lookup is deterministic and duplicate-free.
 """
@@ -22,6 +23,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -39,6 +41,7 @@ from .engine import Request, Result
 log = logging.getLogger(__name__)
 
 CHUNK_GLOB = "chunk-*.parquet"
+UNREADABLE_SUFFIX = ".unreadable"
 _TEMP = re.compile(r"^\.chunk-\d{8}T\d{6}-(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}\.parquet\.tmp-")
 
 
@@ -63,6 +66,18 @@ def _read_chunk(path: Path, columns: list[str] | None) -> pa.Table | None:
     except (OSError, pa.ArrowException) as err:
         log.warning("generation cache: skipping unreadable chunk %s (%s)", path, " ".join(str(err).split()))
         return None
+
+
+@dataclass(frozen=True)
+class CacheIndex:
+    #: request hash -> the chunk whose row readers use (the first by name)
+    chunk_of: dict[str, Path]
+    #: chunk files that could not be read
+    unreadable: list[Path]
+
+    def chunks_for(self, hashes: Iterable[str]) -> list[Path]:
+        """The chunks holding the results of ``hashes`` (those that are cached)."""
+        return sorted({self.chunk_of[h] for h in hashes if h in self.chunk_of})
 
 
 class GenerationCache:
@@ -90,8 +105,32 @@ class GenerationCache:
         first = ~pd.Series(table.column("request_hash").to_numpy(zero_copy_only=False)).duplicated().to_numpy()
         return table.filter(pa.array(first))
 
+    def index(self) -> CacheIndex:
+        """Which chunk holds each cached hash; every chunk is read whole, so a chunk counts as
+        readable only when all of its columns are."""
+        chunk_of: dict[str, Path] = {}
+        unreadable: list[Path] = []
+        for path in self.chunk_files():
+            table = _read_chunk(path, None)
+            if table is None:
+                unreadable.append(path)
+                continue
+            for request_hash in table.column("request_hash").to_pylist():
+                chunk_of.setdefault(request_hash, path)
+        return CacheIndex(chunk_of, unreadable)
+
     def hashes(self) -> set[str]:
-        return set(self.read(["request_hash"]).column("request_hash").to_pylist())
+        return set(self.index().chunk_of)
+
+    def set_aside(self, chunks: Sequence[Path]) -> list[str]:
+        """Rename unreadable chunks to ``<name>.unreadable`` (kept for inspection, never read again);
+        returns their names."""
+        for path in chunks:
+            os.replace(path, path.with_name(path.name + UNREADABLE_SUFFIX))
+        if chunks:
+            log.warning("generation cache: set aside %d unreadable chunk(s): %s", len(chunks),
+                        ", ".join(p.name for p in chunks))
+        return [p.name for p in chunks]
 
     def lookup(self, hashes: Iterable[str | None]) -> pd.DataFrame:
         """The cached results of ``hashes``: one row per distinct cached hash (columns of

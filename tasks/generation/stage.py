@@ -11,6 +11,11 @@ The summary goes to ``reports/generate-summary.json`` (``generate-summary-shard-
 for a shard; :func:`merge_summaries` turns the shards' summaries into the stage's). Requests that
 failed are counted there and then raise :class:`GenerationError`, so the stage is not recorded as
 done; a rerun retries exactly those.
+
+The summary also names the cache chunks that hold the plan's results (``chunks``): the stage's
+stamp records their size and digest, so the stage counts as done only while every one of them is
+intact. A chunk that cannot be read is set aside and named (``unreadable_chunks``), and its
+requests are generated again.
 """
 
 from __future__ import annotations
@@ -19,16 +24,17 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, StageFailure
 from ..io import read_parquet, write_json
 from ..stage import StageSpec
-from ..text.conversation import params_conversation
+from ..text.conversation import conversation_file, params_conversation, templates_dir_of
 from ..workdir import Workdir
-from .cache import GenerationCache, cache_row
-from .config import GenerateConfig, load_config
+from .cache import GenerationCache, cache_dir, cache_row
+from .config import DEMO_TINY, GenerateConfig, load_config
 from .engine import Request, choose_backend, open_backend
 from .models import ModelRef, model_ref
 from .progress import GenerationProgress
@@ -54,12 +60,21 @@ class RunStats:
     completion_tokens: int = 0
     load_s: float = 0.0
     elapsed_s: float = 0.0
-    chunks_written: int = 0
+    written: list[Path] = field(default_factory=list)
 
 
 def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
-    return StageSpec("generate", [wd.table("plan")], {"generate": params.get("generate"), "seed": params.get("seed")},
-                     [wd.report(SUMMARY)], code=("tasks/generation", "tasks/text"))
+    cfg = load_config(params)
+    inputs = [wd.table("plan"), conversation_file(templates_dir_of(params))]
+    if cfg.model_id != DEMO_TINY and Path(cfg.model_id).is_dir():  # a local model's identity is in the hashes
+        inputs.append(Path(cfg.model_id))
+    return StageSpec("generate", inputs, [wd.report(SUMMARY)], persistent=[cache_dir(wd)],
+                     produced=partial(result_chunks, wd))
+
+
+def result_chunks(wd: Workdir, summary: dict[str, Any]) -> list[Path]:
+    """The cache chunks that hold the results of a finished run (from its summary)."""
+    return [cache_dir(wd) / name for name in summary["chunks"]]
 
 
 def summary_path(wd: Workdir, shard: tuple[int, int] | None) -> Path:
@@ -89,13 +104,19 @@ def run_generate(params: dict[str, Any], wd: Workdir, *, shard: tuple[int, int] 
     requests = shard_requests(requests, shard)
     cache = GenerationCache.of(wd)
     cache.remove_stale_temps()
-    cached = cache.hashes()
-    pending = [r for r in requests if r.request_hash not in cached]
+    index = cache.index()
+    unreadable = cache.set_aside(index.unreadable)
+    if unreadable:
+        print(f"generate: set aside {len(unreadable)} unreadable cache chunk(s), their requests are generated "
+              f"again: {', '.join(unreadable)}", file=sys.stderr, flush=True)
+    pending = [r for r in requests if r.request_hash not in index.chunk_of]
     stats = generate_pending(pending, cfg, model, cache, total=len(requests)) if pending else \
         RunStats(backend=cfg.backend, revision=model.key_revision)
+    chunks = {*index.chunks_for(r.request_hash for r in requests), *stats.written}
     summary = build_summary(stats, requests=len(requests), cached=len(requests) - len(pending),
                             replay_rows=replay_rows, model=model, settings=settings, shard=shard,
                             directory=cache.directory)
+    summary.update(chunks=sorted(p.name for p in chunks), unreadable_chunks=unreadable)
     write_json(summary, summary_path(wd, shard))
     print(summary_line(summary), file=sys.stderr, flush=True)
     if stats.failed:
@@ -131,7 +152,7 @@ def generate_pending(pending: list[Request], cfg: GenerateConfig, model: ModelRe
                     progress.advance(1, result.completion_tokens)
             finally:
                 stats.elapsed_s = time.perf_counter() - started
-        stats.chunks_written = len(writer.written)
+        stats.written = list(writer.written)
     return stats
 
 
@@ -150,7 +171,7 @@ def build_summary(stats: RunStats, *, requests: int, cached: int, replay_rows: i
         "backend": stats.backend, "model": model.name, "revision": stats.revision,
         "revision_key": model.key_revision, "sampling": json.loads(settings.sampling.to_json()),
         "seed": settings.seed, "meaningful": model.meaningful, "note": None if model.meaningful else DEMO_NOTE,
-        "shard": list(shard) if shard else None, "chunks_written": stats.chunks_written,
+        "shard": list(shard) if shard else None, "chunks_written": len(stats.written),
         "cache_dir": str(directory),
     }
 
@@ -173,6 +194,8 @@ def merge_summaries(wd: Workdir, summaries: list[dict[str, Any]]) -> dict[str, A
     merged["elapsed_s"] = max(s["elapsed_s"] for s in summaries)
     merged["load_s"] = max(s["load_s"] for s in summaries)
     merged["failed_examples"] = [e for s in summaries for e in s["failed_examples"]][:5]
+    for key in ("chunks", "unreadable_chunks"):
+        merged[key] = sorted({name for s in summaries for name in s[key]})
     merged["backend"] = ",".join(sorted({s["backend"] for s in summaries}))
     merged["shard"] = None
     merged["shards"] = len(summaries)

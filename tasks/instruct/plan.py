@@ -31,6 +31,7 @@ from .templates import template_files
 
 INPUT_TABLES = ("reports", "images", "labels", "nle", "radrestruct_qa")
 SPLITS = ("train", "validate", "test")
+SUMMARY = "plan-summary.json"
 #: the preset the original code built (the only one plan.fidelity original applies to)
 ORIGINAL_PRESET = "radialog-v1"
 VIEW_CONTEXTS = ("image_only", "context_dropping")
@@ -96,11 +97,9 @@ def effective_preset(cfg: PlanConfig) -> Preset:
 
 def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
     cfg = load_config(params)
-    inputs = [wd.table(t) for t in INPUT_TABLES] + template_files(cfg.templates_dir)
-    if wd.table("prediction_labels").exists():
-        inputs.append(wd.table("prediction_labels"))
-    return StageSpec("plan", inputs, {"plan": params.get("plan"), "seed": params.get("seed")},
-                     [wd.table("plan")], code=("tasks/instruct", "tasks/augment", "tasks/text"))
+    # the label stage always writes prediction_labels (empty without a predictions file)
+    inputs = [wd.table(t) for t in (*INPUT_TABLES, "prediction_labels")] + template_files(cfg.templates_dir)
+    return StageSpec("plan", inputs, [wd.table("plan"), wd.report(SUMMARY)])
 
 
 def load_inputs(ctx: BuildContext, wd: Workdir) -> PlanInputs:
@@ -165,5 +164,5 @@ def run_plan(params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
         "context_modes": {f"{t}/{m}": int(n) for (t, m), n in plan.groupby(["task", "context_mode"]).size().items()},
         "notes": inputs.notes,
     }
-    write_json(summary, wd.report("plan-summary.json"))
+    write_json(summary, wd.report(SUMMARY))
     return summary

@@ -127,4 +127,7 @@ def template_files(templates_dir: str | None = None) -> list[Path]:
     for name in names:
         custom = Path(templates_dir) / name if templates_dir else None
         out.append(custom if custom is not None and custom.exists() else packaged / name)
+    origin = Path(templates_dir) / "origin.json" if templates_dir else None
+    if origin is not None and origin.is_file():  # an imported original (plan.fidelity: auto reads it)
+        out.append(origin)
     return out

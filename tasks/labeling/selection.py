@@ -1,9 +1,12 @@
 """Which labeler runs (``label.labeler``), and building it.
 
-``auto`` picks CheXbert when its weights and encoder can be had - a configured local checkpoint that
-exists, or the hub file already in the HF cache, or a hub that answers within a few seconds (never
-when ``HF_HUB_OFFLINE`` is set) - and the rule labeler otherwise. The choice and its reason are
-logged on ``radialog_instruct.label``.
+``auto`` is resolved offline, from what is on this machine: CheXbert when its weights (a configured
+local checkpoint that exists, or the hub file already in the HF cache) and its encoder (a local
+folder or the HF cache) are present, the rule labeler otherwise. Nothing here touches the network,
+so stage stamps - which record the resolved choice - never depend on connectivity, and every
+call in a run resolves the same way. ``chexbert`` downloads missing weights when the stage runs
+(:func:`chexbert_checkpoint`); after that, ``auto`` finds them in the cache. The choice and its
+reason are logged on ``radialog_instruct.label`` and kept in the stage summaries.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
+from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import HFValidationError
 
 from ..errors import ConfigError, InputError
@@ -22,8 +25,6 @@ from .settings import ChexbertConfig, LabelConfig
 
 log = logging.getLogger("radialog_instruct.label")
 
-#: Seconds to wait for the hub before falling back to the rule labeler.
-HUB_TIMEOUT_S = 5.0
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 
 
@@ -46,59 +47,52 @@ def _cached(repo: str, filename: str, revision: str | None = None) -> Path | Non
     return Path(found) if isinstance(found, str) else None
 
 
-def hub_reachable(repo: str, filename: str, revision: str | None = None) -> bool:
-    """Whether the hub serves ``repo/filename`` now (a HEAD request with a short timeout)."""
-    if hub_offline():
-        return False
-    try:
-        get_hf_file_metadata(hf_hub_url(repo, filename, revision=revision), timeout=HUB_TIMEOUT_S)
-    except Exception:  # noqa: BLE001 - any failure (DNS, timeout, 4xx) means "not reachable now"
-        return False
-    return True
-
-
 def local_checkpoint(cfg: ChexbertConfig) -> Path | None:
     return Path(cfg.checkpoint).expanduser() if cfg.checkpoint else None
 
 
-def _weights_source(cfg: ChexbertConfig) -> str | None:
-    """Where the weights would come from, or None when they cannot be had."""
+def _local_weights(cfg: ChexbertConfig) -> Path | None:
+    """The weights file on this machine (configured checkpoint or HF cache), or None."""
     local = local_checkpoint(cfg)
-    if local is not None and local.is_file():
-        return f"local checkpoint {local}"
-    if _cached(cfg.hub_repo, cfg.hub_file, cfg.hub_revision) is not None:
-        return f"{cfg.hub_repo}/{cfg.hub_file} in the HF cache"
-    if hub_reachable(cfg.hub_repo, cfg.hub_file, cfg.hub_revision):
-        return f"{cfg.hub_repo}/{cfg.hub_file} from the hub"
-    return None
+    if local is not None:
+        return local if local.is_file() else None
+    return _cached(cfg.hub_repo, cfg.hub_file, cfg.hub_revision)
 
 
-def _encoder_available(encoder: str) -> bool:
+def _local_encoder(encoder: str) -> bool:
     if Path(encoder).expanduser().is_dir():
         return True
-    if _cached(encoder, "config.json") is not None and any(_cached(encoder, f) for f in _TOKENIZER_FILES):
-        return True
-    return hub_reachable(encoder, "config.json")
+    return _cached(encoder, "config.json") is not None and any(_cached(encoder, f) for f in _TOKENIZER_FILES)
+
+
+def chexbert_files(cfg: ChexbertConfig) -> list[Path]:
+    """The local files CheXbert's labels depend on (for stage fingerprints): the weights file and a
+    local encoder folder, where they exist."""
+    weights = _local_weights(cfg)
+    encoder = Path(cfg.encoder).expanduser()
+    return [p for p in (weights, encoder if encoder.is_dir() else None) if p is not None]
 
 
 def choose_labeler(cfg: LabelConfig, requested: str | None = None) -> Choice:
-    """Resolve ``requested`` (default ``cfg.labeler``); ``auto`` -> chexbert or rules."""
+    """Resolve ``requested`` (default ``cfg.labeler``); ``auto`` -> chexbert or rules, offline."""
     name = requested or cfg.labeler
     if name != "auto":
         choice = Choice(name, f"requested ({name})")
     else:
-        source = _weights_source(cfg.chexbert)
+        weights = _local_weights(cfg.chexbert)
         local = local_checkpoint(cfg.chexbert)
-        if source is None:
-            missing = f"checkpoint {local} does not exist and " if local is not None else ""
-            offline = " (HF_HUB_OFFLINE is set)" if hub_offline() else ""
-            choice = Choice("rules", f"auto: {missing}CheXbert weights are neither in the HF cache nor "
-                                     f"reachable on the hub{offline}")
-        elif not _encoder_available(cfg.chexbert.encoder):
-            choice = Choice("rules", f"auto: CheXbert weights found ({source}) but the encoder "
-                                     f"{cfg.chexbert.encoder} is neither a folder, cached nor reachable")
+        if weights is None:
+            where = f"checkpoint {local} does not exist" if local is not None else \
+                f"{cfg.chexbert.hub_repo}/{cfg.chexbert.hub_file} is not in the HF cache"
+            choice = Choice("rules", f"auto: CheXbert weights not on this machine ({where}; "
+                                     "label.labeler: chexbert downloads them)")
+        elif not _local_encoder(cfg.chexbert.encoder):
+            choice = Choice("rules", f"auto: CheXbert weights found ({weights}) but the encoder "
+                                     f"{cfg.chexbert.encoder} is neither a folder nor in the HF cache")
         else:
-            choice = Choice("chexbert", f"auto: CheXbert weights available ({source})")
+            where = f"local checkpoint {weights}" if local is not None else \
+                f"{cfg.chexbert.hub_repo}/{cfg.chexbert.hub_file} in the HF cache"
+            choice = Choice("chexbert", f"auto: CheXbert weights available ({where})")
     log.info("labeler: %s - %s", choice.labeler, choice.reason)
     return choice
 

@@ -33,8 +33,7 @@ from .cache import lookup_or_label
 from .conditions import CONDITION_COLUMNS, CONDITIONS, positive_conditions, structured_findings
 from .interface import is_empty, label_texts
 from .metrics import compare_labels
-from .rules import RuleLabeler
-from .selection import build_labeler, choose_labeler, local_checkpoint
+from .selection import build_labeler, chexbert_files, choose_labeler
 from .settings import LabelConfig
 
 log = logging.getLogger("radialog_instruct.label")
@@ -52,18 +51,18 @@ def label_config(params: dict[str, Any]) -> LabelConfig:
 
 def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
     cfg = label_config(params)
+    choice = choose_labeler(cfg)
     inputs = [wd.table("reports"), wd.table("chexpert_provided")]
-    checkpoint = local_checkpoint(cfg.chexbert)
-    if checkpoint is not None:
-        inputs.append(checkpoint)
     predictions = predictions_path(params)
     if predictions is not None:
         inputs.append(predictions)
-    # the phrase files are data, not code: their content is in the rule labeler's version
-    extra = {"labeler": choose_labeler(cfg).labeler, "rules_version": RuleLabeler().version}
-    settings = {"label": params["label"], "predictions": str(predictions) if predictions else None}
-    return StageSpec("label", inputs, settings, [wd.table("labels"), wd.table("prediction_labels")],
-                     code=("tasks/labeling", "tasks/text"), extra_key=extra)
+    extra = {"labeler": choice.labeler}
+    if predictions is not None and choice.labeler == "provided":
+        extra["predictions_labeler"] = choose_labeler(cfg, "auto").labeler
+    if "chexbert" in extra.values():
+        inputs += chexbert_files(cfg.chexbert)
+    outputs = [wd.table("labels"), wd.table("prediction_labels"), wd.report("label-summary.json")]
+    return StageSpec("label", inputs, outputs, extra_key=extra)
 
 
 def predictions_path(params: dict[str, Any]) -> Path | None:

@@ -71,14 +71,14 @@ import pyarrow as pa
 from ... import schemas
 from ..config import section
 from ..errors import ConfigError, InputError
+from ..generation.cache import cache_dir
 from ..instruct import plan as plan_stage
 from ..instruct.presets import CORRECTION, EASY_LANGUAGE, REGION_QA, REPLAY_TASKS, SUMMARIZATION
 from ..instruct.templates import load_templates, template_files
 from ..io import read_parquet, write_parquet
 from ..labeling.cache import label_texts_cached
 from ..labeling.conditions import CONDITION_COLUMNS, CONDITIONS, FINDINGS
-from ..labeling.rules import RuleLabeler
-from ..labeling.selection import build_labeler, choose_labeler
+from ..labeling.selection import build_labeler, chexbert_files, choose_labeler
 from ..labeling.stage import label_config
 from ..stage import StageSpec
 from ..storage.assemble import attach_generations
@@ -332,13 +332,13 @@ def audit_rows(frame: pd.DataFrame, source: np.ndarray, output: np.ndarray, pred
 def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
     load_config(params)
     templates_dir = plan_stage.load_config(params).templates_dir
-    inputs = [wd.table("plan"), wd.table("labels"), wd.cache / "generation", *template_files(templates_dir)]
-    settings = {k: params.get(k) for k in ("audit", "label", "generate", "seed")}
+    inputs = [wd.table("plan"), wd.table("labels"), cache_dir(wd), *template_files(templates_dir)]
     outputs = [wd.table("audit")]
-    extra = {"labeler": choose_labeler(label_config(params), requested_labeler(params)).labeler,
-             "rules_version": RuleLabeler().version}
-    return StageSpec("audit", inputs, settings, outputs, extra_key=extra,
-                     code=("tasks/quality", "tasks/labeling", "tasks/generation", "tasks/storage", "tasks/text"))
+    label_cfg = label_config(params)
+    labeler = choose_labeler(label_cfg, requested_labeler(params)).labeler
+    if labeler == "chexbert":
+        inputs += chexbert_files(label_cfg.chexbert)
+    return StageSpec("audit", inputs, outputs, extra_key={"labeler": labeler})
 
 
 def study_labels(labels: pd.DataFrame, study_ids: pd.Series) -> np.ndarray:

@@ -60,11 +60,8 @@ def load_config(params: dict[str, Any]) -> ValidateConfig:
 
 def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
     load_config(params)
-    shards = assemble.load_config(params)
-    settings = {"validate": params.get("validate"),
-                "assemble": {"version": shards.version, "exclude_failed_audit": shards.exclude_failed_audit}}
-    return StageSpec("validate", [wd.shards(shards.version)], settings, [wd.report(REPORT_JSON), wd.report(REPORT_MD)],
-                     code=("tasks/quality", "schemas"))
+    version = assemble.load_config(params).version
+    return StageSpec("validate", [wd.shards(version)], [wd.report(REPORT_JSON), wd.report(REPORT_MD)])
 
 
 def schema_problems(schema: pa.Schema) -> list[str]:

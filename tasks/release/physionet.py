@@ -132,9 +132,7 @@ def release_dir(params: dict[str, Any], wd: Workdir) -> Path:
 def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
     version = assemble.load_config(params).version
     inputs = [wd.shards(version), wd.report(VALIDATION_REPORT), wd.report(AUDIT_SUMMARY)]
-    settings = {"release": params.get("release"), "assemble.version": version}
-    return StageSpec("release", inputs, settings, [release_dir(params, wd)],
-                     code=("tasks/release", "tasks/storage", "tasks/text"))
+    return StageSpec("release", inputs, [release_dir(params, wd)])
 
 
 # --- checks ------------------------------------------------------------------------------------

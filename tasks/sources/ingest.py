@@ -14,16 +14,17 @@ import pyarrow as pa
 
 from ...schemas import NLE, RADRESTRUCT_QA
 from ..config import section
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..io import write_json, write_parquet
 from ..stage import StageSpec
 from ..workdir import Workdir
-from .mimic_cxr import CHEXPERT, METADATA, SPLIT, MimicCxrPaths, find_table, load_mimic_cxr
-from .mimic_nle import read_nle_records, resolve_against_reports
+from .mimic_cxr import CHEXPERT, METADATA, SPLIT, MimicCxrPaths, find_table, iter_report_files, load_mimic_cxr
+from .mimic_nle import find_nle_files, read_nle_records, resolve_against_reports
 from .physionet import PhysioNetConfig
-from .rad_restruct import load_rad_restruct
+from .rad_restruct import check_rad_restruct_layout, load_rad_restruct
 
 TABLES = ("reports", "images", "nle", "radrestruct_qa")
+SUMMARY = "ingest-summary.json"
 
 
 @dataclass(frozen=True)
@@ -67,11 +68,21 @@ def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
     for name in (METADATA, SPLIT, CHEXPERT):
         found = find_table(paths.jpg_root, name, required=False)
         inputs.append(found if found else paths.jpg_root / f"{name}.gz")
-    for folder in (cfg.mimic_nle.dir, cfg.rad_restruct.dir):
-        if folder:
-            inputs.append(Path(folder))
-    settings = {"mimic_cxr": cfg.mimic_cxr.__dict__, "mimic_nle": cfg.mimic_nle.dir, "rad_restruct": cfg.rad_restruct.dir}
-    return StageSpec("ingest", inputs, settings, output_paths(wd), code=("tasks/sources", "tasks/text"))
+    inputs += [Path(folder) for folder in (cfg.mimic_nle.dir, cfg.rad_restruct.dir) if folder]
+    return StageSpec("ingest", inputs, [*output_paths(wd), wd.report(SUMMARY)])
+
+
+def check_layout(cfg: SourcesConfig) -> None:
+    """The sources are where and what the loaders expect (checked before any stage runs)."""
+    paths = cfg.cxr_paths()
+    if next(iter_report_files(paths.reports), None) is None:
+        raise InputError(paths.reports, "no reports found", expected="files/pNN/pSUBJECT/sSTUDY.txt")
+    for name in (METADATA, SPLIT):
+        find_table(paths.jpg_root, name)
+    if cfg.mimic_nle.dir:
+        find_nle_files(Path(cfg.mimic_nle.dir))
+    if cfg.rad_restruct.dir:
+        check_rad_restruct_layout(Path(cfg.rad_restruct.dir))
 
 
 def run_ingest(params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
@@ -103,5 +114,5 @@ def ingest(cfg: SourcesConfig, wd: Workdir) -> dict[str, Any]:
         write_parquet(table, wd.table(name))
     summary = {"rows": {name: t.num_rows for name, t in tables.items()}, "notes": notes,
                "chexpert_provided": cxr.chexpert is not None}
-    write_json(summary, wd.report("ingest-summary.json"))
+    write_json(summary, wd.report(SUMMARY))
     return summary

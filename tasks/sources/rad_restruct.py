@@ -70,9 +70,21 @@ def parse_qa_item(item: Any, path: Path, index: int, known_answers: set[str]) ->
     }
 
 
-def load_rad_restruct(folder: Path) -> tuple[pa.Table, dict[str, int]]:
+REQUIRED_FILES = ("id_to_img_mapping_frontal_reports.json", "answer_options.json",
+                  *(f"{name}_ids.json" for name in SPLIT_FILES))
+
+
+def check_rad_restruct_layout(folder: Path) -> None:
+    """The folder holds the files :func:`load_rad_restruct` needs (without reading them)."""
     if not folder.is_dir():
         raise InputError(folder, "Rad-ReStruct folder not found", expected="the repository's data/radrestruct folder")
+    for name in REQUIRED_FILES:
+        if not (folder / name).is_file():
+            raise InputError(folder / name, "file not found", expected="the repository's data/radrestruct folder")
+
+
+def load_rad_restruct(folder: Path) -> tuple[pa.Table, dict[str, int]]:
+    check_rad_restruct_layout(folder)
     mapping = _read_json(folder / "id_to_img_mapping_frontal_reports.json", "a JSON object report id -> image names")
     options = _read_json(folder / "answer_options.json", "a JSON object answer option -> index")
     if not isinstance(mapping, dict) or not isinstance(options, dict):

@@ -28,20 +28,21 @@ from ... import schemas
 from .. import PIPELINE_VERSION
 from ..config import section, section_hash
 from ..errors import InputError
-from ..generation.cache import GenerationCache
+from ..generation.cache import GenerationCache, cache_dir
 from ..generation.requests import request_hashes
 from ..instruct import plan as plan_stage
 from ..instruct.presets import ALL_TASKS
-from ..instruct.templates import load_templates
+from ..instruct.templates import load_templates, template_files
 from ..io import atomic_path, read_parquet, write_json
-from ..quality.audit_report import HTML, MARKDOWN, SUMMARY, report_audit
+from ..quality.audit_report import HTML, MARKDOWN, report_audit
+from ..quality.audit_report import SUMMARY as AUDIT_SUMMARY
 from ..quality.review.decisions import (
     ACCEPT,
     REJECT,
-    decisions_path,
     for_rows,
     read_decisions,
     review_structs,
+    reviews_dir,
     stale_samples,
 )
 from ..stage import StageSpec
@@ -51,6 +52,7 @@ from .exports import export
 from .shards import EXCLUDED_DIR, SPLIT_DIRS, write_split
 
 MANIFEST = "manifest.json"
+SUMMARY = "assemble-summary.json"
 #: exports/<version>/<split>/<file name>, named after the files the original trainers read
 EXPORT_FILES = {"llava": "mimic_cxr_instruct_llava_v2.json", "flat": "mimic_cxr_instruct_stratified.json"}
 
@@ -79,12 +81,13 @@ def dataset_config_hash(params: dict[str, Any]) -> str:
 
 def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
     cfg = load_config(params)
-    inputs = [wd.table("plan"), wd.cache / "generation", wd.table("audit"), decisions_path(wd)]
-    settings = {k: params.get(k) for k in ("seed", "plan", "label", "generate", "assemble", "audit")}
-    outputs = [wd.shards(cfg.version), wd.exports / cfg.version,
-               wd.report(SUMMARY), wd.report(HTML), wd.report(MARKDOWN)]
-    return StageSpec("assemble", inputs, settings, outputs,
-                     code=("tasks/storage", "tasks/generation", "tasks/text", "tasks/quality", "schemas"))
+    templates_dir = (params.get("plan") or {}).get("templates_dir")
+    # the reviews folder (the audit stage creates it): a missing decisions file is no decision, and DVC needs the
+    # dependency to exist
+    inputs = [wd.table("plan"), cache_dir(wd), wd.table("audit"), reviews_dir(wd), *template_files(templates_dir)]
+    outputs = [wd.shards(cfg.version), *([wd.exports / cfg.version] if cfg.exports else []), wd.report(SUMMARY),
+               wd.report(AUDIT_SUMMARY), wd.report(HTML), wd.report(MARKDOWN)]
+    return StageSpec("assemble", inputs, outputs)
 
 
 def attach_generations(plan: pd.DataFrame, params: dict[str, Any], wd: Workdir) -> pd.DataFrame:
@@ -194,11 +197,10 @@ def counts(frame: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def run_assemble(params: dict[str, Any], wd: Workdir, *, exclude_failed_audit: bool | None = None) -> dict[str, Any]:
+def run_assemble(params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
     cfg = load_config(params)
     plan_cfg = plan_stage.load_config(params)
-    exclude = (cfg.exclude_failed_audit if exclude_failed_audit is None else exclude_failed_audit) \
-        and not plan_cfg.original
+    exclude = cfg.exclude_failed_audit and not plan_cfg.original
     plan = read_parquet(wd.table("plan")).to_pandas()
     frame = attach_generations(plan, params, wd)
     frame, audited = attach_audit(frame, wd)
@@ -246,5 +248,5 @@ def run_assemble(params: dict[str, Any], wd: Workdir, *, exclude_failed_audit: b
         report_audit(rows.assign(decision=human_decision(rows)), params, wd)
     summary = {"version": cfg.version, "shards_dir": str(version_dir), **counts(kept), "excluded": manifest["excluded"],
                "audited": audited, "review": review, "exports": exported}
-    write_json(summary, wd.report("assemble-summary.json"))
+    write_json(summary, wd.report(SUMMARY))
     return summary

@@ -59,15 +59,24 @@ class Conversation:
         return "".join(text for text, _ in self.segments(messages, open_turn=open_turn))
 
 
-@cache
-def load_conversation(templates_dir: str | None = None) -> Conversation:
-    """The conversation format of ``templates_dir`` (when it holds a ``conversation.yaml``) or the
-    packaged one. A file marked ``verbatim: true`` keeps its system prompt's whitespace as it is."""
+def conversation_file(templates_dir: str | None = None) -> Path:
+    """The conversation template in use: ``templates_dir``'s ``conversation.yaml`` when it holds
+    one (an imported original), else the packaged one."""
     custom = Path(templates_dir) / "conversation.yaml" if templates_dir else None
     if custom is not None and custom.is_file():
-        text = custom.read_text(encoding="utf-8")
-    else:
-        text = files(TEMPLATE_PACKAGE).joinpath("conversation.yaml").read_text(encoding="utf-8")
+        return custom
+    return Path(str(files(TEMPLATE_PACKAGE).joinpath("conversation.yaml")))
+
+
+def templates_dir_of(params: dict[str, Any]) -> str | None:
+    return (params.get("plan") or {}).get("templates_dir")
+
+
+@cache
+def load_conversation(templates_dir: str | None = None) -> Conversation:
+    """The conversation format of ``templates_dir`` (see :func:`conversation_file`). A file marked
+    ``verbatim: true`` keeps its system prompt's whitespace as it is."""
+    text = conversation_file(templates_dir).read_text(encoding="utf-8")
     data = yaml.safe_load(text)
     system = data["system"] if data.get("verbatim") else " ".join(data["system"].split())
     return Conversation(
@@ -79,4 +88,4 @@ def load_conversation(templates_dir: str | None = None) -> Conversation:
 
 def params_conversation(params: dict[str, Any]) -> Conversation:
     """The conversation format a build uses: that of ``plan.templates_dir``, else the packaged one."""
-    return load_conversation((params.get("plan") or {}).get("templates_dir"))
+    return load_conversation(templates_dir_of(params))
