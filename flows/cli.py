@@ -380,12 +380,12 @@ def show_build(results: dict[str, dict[str, Any]], wd: Workdir) -> None:
 
 
 def show_dataset(assembled: dict[str, Any]) -> None:
-    """Rows per task and split of the shards, and the rows the audit moved to the exclusion shards."""
+    """Rows per task and split of the shards, and the rows the audit or a reviewer moved to the exclusion shards."""
     excluded = (assembled.get("excluded") or {}).get("per_task", {})
     kept = assembled.get("rows_per_task", {})
     table = Table(title=f"dataset {assembled.get('version', '')}: {assembled.get('rows', 0)} rows",
                   header_style="bold")
-    for col in ("task", "rows", "excluded by the audit"):
+    for col in ("task", "rows", "excluded (audit or review)"):
         table.add_column(col, justify="left" if col == "task" else "right")
     for task in sorted(set(kept) | set(excluded)):
         table.add_row(task, str(kept.get(task, 0)), str(excluded.get(task, 0)))
