@@ -1,61 +1,76 @@
-"""CPU pipeline benchmark: ingest -> label -> plan -> assemble -> validate at MIMIC scale.
+"""CPU pipeline benchmark: ingest -> label -> plan -> assemble -> validate at 1x and 2x MIMIC scale.
 
-    python bench/pipeline_cpu.py [--corpus DIR] [--subsample-studies 20000] [--skip-full]
+    python bench/pipeline_cpu.py [--scales 1 2] [--subsample-studies 20000] [--skip-full]
 
-1. Full scale: on the MIMIC-sized synthetic corpus of bench/scale_corpus.py (made if missing), our
-   stage functions run in order - ingest, label (MIMIC's provided CheXpert table, no model), plan
-   (preset radialog-v1.1), assemble, validate - with the generation cache filled before the clock
-   starts, so model inference is excluded. Wall time per stage, samples/s and peak resident
-   memory (ru_maxrss) are recorded. Parquet reads and writes of every stage are inside the timings.
-2. Side by side, in the same process: a smaller corpus from the same generator is built both by
+1. Side by side, first: a 20,000-study corpus from bench/scale_corpus.py is built both by
    bench/original_style.py (the original scripts' way: iterrows, per-row DataFrame filters, one
    JSON dump) and by our stages with the v1 preset (the same eight tasks; Parquet shards plus the
-   same flat JSON), and the samples/s of the two are compared. The original style is quadratic in places (a per-row filter over all
-   images), so its disadvantage grows with the corpus; the subsample understates it.
+   same flat JSON), and the samples/s of the two are compared. The original style is quadratic in
+   places (a per-row filter over all images), so its disadvantage grows with the corpus.
+2. Full scale: on the MIMIC-sized corpus of bench/scale_corpus.py (227,835 studies, MIMIC-CXR-JPG's
+   label frequencies; made if missing) our stages run in order - ingest, label (MIMIC's provided
+   CheXpert table, no model), plan (preset radialog-v1.1), assemble, validate - with the generation
+   cache filled between plan and assemble (not timed), so model inference is excluded. The sample
+   count per task is set against the published release's ~580k.
+3. The same at 2x MIMIC scale (455,670 studies, the label and split mix unchanged), so that the
+   growth of time and memory with the corpus is visible.
 
-Stages are called as plain functions (no Prefect): the orchestration overhead, a few seconds per
-stage, is not what is measured. Results go to bench/results/pipeline-cpu.json.
+Every stage runs in a fresh Python process (this script with ``--stage``), so the memory a stage
+needs is its own. ``peak_rss_gib`` is the kernel's peak resident set size of the stage's largest
+process (wait4's ``ru_maxrss``, which covers the worker processes a stage starts), the measure
+earlier results used; ``tree_pss_gib`` is the largest total proportional set size of the stage's
+whole process tree (pages shared between a parent and its forked workers counted once), sampled
+every 0.1 s from /proc. Stage seconds are measured inside the stage process around the stage
+function: imports are excluded, all Parquet and JSON I/O is included. Stages are called as plain
+functions, without Prefect. Results go to bench/results/pipeline-cpu.json with the machine and the
+load average before every stage (the machine may be shared).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
-import resource
+import os
 import shutil
+import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from radialog_instruct.tasks.config import deep_merge, load_params
-from radialog_instruct.tasks.generation.cache import GenerationCache, cache_row
-from radialog_instruct.tasks.generation.engine import Result
-from radialog_instruct.tasks.generation.requests import build_requests, request_settings
-from radialog_instruct.tasks.instruct.plan import run_plan
+from radialog_instruct.tasks.errors import InputError, StageFailure
 from radialog_instruct.tasks.io import write_json
-from radialog_instruct.tasks.labeling.stage import run_label
-from radialog_instruct.tasks.quality.validate import run_validate
-from radialog_instruct.tasks.sources.ingest import run_ingest
-from radialog_instruct.tasks.storage.assemble import run_assemble
 from radialog_instruct.tasks.workdir import Workdir
 
-import original_style
 from machine import machine_info
-from scale_corpus import MIMIC_IMAGES, MIMIC_STUDIES, scale_corpus
+from scale_corpus import MIMIC_IMAGES, MIMIC_STUDIES, reports_zip, scale_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "bench" / "work"
-TARGETS = {"samples_per_s": 20_000, "peak_rss_gib": 4.0, "speedup_vs_original": 20.0}
+PUBLISHED_SAMPLES = 580_000  # "about 580k samples" (RaDialog, MIDL 2025); no per-task counts were published
+TARGETS = {"samples_per_s": 20_000, "peak_rss_gib": 2.5, "speedup_vs_original": 20.0, "peak_growth_2x": 1.25}
+#: stage -> the function that runs it, called with (params, workdir)
+STAGES = {
+    "ingest": "radialog_instruct.tasks.sources.ingest:run_ingest",
+    "label": "radialog_instruct.tasks.labeling.stage:run_label",
+    "plan": "radialog_instruct.tasks.instruct.plan:run_plan",
+    "assemble": "radialog_instruct.tasks.storage.assemble:run_assemble",
+    "validate": "radialog_instruct.tasks.quality.validate:run_validate",
+}
+#: stages defined here: the generate stage's stand-in (not timed) and the original scripts' way
+LOCAL_STAGES = ("prefill", "original")
+UNTIMED = ("prefill",)
 
 
-def params_for(corpus: Path, preset: str) -> dict[str, Any]:
-    """The shipped params pointed at ``corpus``, provided labels, a prefilled Vicuna cache."""
+def params_for(corpus: Path, preset: str, reports: Path | None = None) -> dict[str, Any]:
+    """The shipped params pointed at ``corpus`` (its report folder, or ``reports``), provided
+    labels, a prefilled Vicuna cache."""
     return deep_merge(load_params(REPO / "params.yaml"), {
-        "sources": {"mimic_cxr": {"reports": str(corpus / "mimic-cxr"), "jpg_root": str(corpus / "mimic-cxr-jpg")},
+        "sources": {"mimic_cxr": {"reports": str(reports or corpus / "mimic-cxr"),
+                                  "jpg_root": str(corpus / "mimic-cxr-jpg")},
                     "mimic_nle": {"dir": str(corpus / "mimic-nle")},
                     # the v1 tasks do not use Rad-ReStruct
                     "rad_restruct": {"dir": str(corpus / "rad-restruct" / "data" / "radrestruct")
@@ -68,8 +83,18 @@ def params_for(corpus: Path, preset: str) -> dict[str, Any]:
     })
 
 
+# --- stage functions that exist only here (run inside a stage process) -------------------------
+
 def prefill_cache(params: dict[str, Any], wd: Workdir) -> int:
     """A cached result for every replay request of the plan (a stand-in answer per prompt)."""
+    import pyarrow.parquet as pq
+
+    from radialog_instruct.tasks.generation.cache import GenerationCache, cache_row
+    from radialog_instruct.tasks.generation.engine import Result
+    from radialog_instruct.tasks.generation.requests import build_requests, request_settings
+
+    import original_style
+
     settings = request_settings(params, wd)
     requests, _ = build_requests(pq.read_table(wd.table("plan")), settings)
     with GenerationCache(wd.cache / "generation").writer(50_000) as writer:
@@ -81,45 +106,135 @@ def prefill_cache(params: dict[str, Any], wd: Workdir) -> int:
     return len(requests)
 
 
-def peak_rss_gib() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+def stage_process(name: str, corpus: Path, workdir: Path, preset: str, result: Path,
+                  reports: Path | None = None) -> int:
+    """Inside a fresh process: import the stage, time it, write {"seconds", "returned"} to ``result``."""
+    params, wd = params_for(corpus, preset, reports), Workdir.at(workdir)
+    if name == "original":
+        import original_style
+
+        outputs = original_style.outputs_for(corpus)  # stands in for generation: not timed
+
+        def run(params: dict[str, Any], wd: Workdir) -> int:
+            return original_style.build(corpus, wd.root, outputs)
+    elif name == "prefill":
+        run = prefill_cache
+    else:
+        module, function = STAGES[name].split(":")
+        run = getattr(importlib.import_module(module), function)
+    started, error = time.perf_counter(), None
+    try:
+        returned = run(params, wd)
+    except (InputError, StageFailure) as err:  # the stage did its work and found the data wanting
+        returned, error = None, str(err)
+    seconds = time.perf_counter() - started
+    write_json({"seconds": round(seconds, 2), "returned": returned if isinstance(returned, int) else None,
+                "error": error}, result)
+    return 0
 
 
-def timed(stages: dict[str, Callable[[], Any]]) -> dict[str, dict[str, float]]:
-    out = {}
-    for name, run in stages.items():
-        started = time.perf_counter()
-        run()
-        out[name] = {"seconds": round(time.perf_counter() - started, 2), "peak_rss_gib_after": peak_rss_gib()}
-        print(f"  {name:<10} {out[name]['seconds']:>8.2f} s   peak RSS {out[name]['peak_rss_gib_after']} GiB",
-              flush=True)
+# --- measuring a stage process from outside -----------------------------------------------------
+
+def _process_tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                    stat = fh.read()
+            except OSError:
+                continue
+            children.setdefault(int(stat[stat.rindex(b")") + 2:].split()[1]), []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class TreePss(threading.Thread):
+    """Samples the summed PSS of a process and its descendants every ``interval`` seconds."""
+
+    def __init__(self, pid: int, interval: float = 0.1):
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.peak_kib = pid, interval, 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            self.peak_kib = max(self.peak_kib, sum(_pss_kib(p) for p in _process_tree(self.pid)))
+
+
+def run_stage(name: str, corpus: Path, workdir: Path, preset: str, reports: Path | None = None) -> dict[str, Any]:
+    result = workdir / f".bench-{name}.json"
+    load = [round(x, 2) for x in os.getloadavg()]
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, __file__, "--stage", name, "--corpus", str(corpus),
+                             "--workdir", str(workdir), "--preset", preset, "--result", str(result),
+                             *(["--reports", str(reports)] if reports else [])])
+    sampler = TreePss(proc.pid)
+    sampler.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    sampler.done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"stage {name} failed with exit code {proc.returncode}")
+    inner = json.loads(result.read_text())
+    result.unlink()
+    out = {"seconds": inner["seconds"], "process_seconds": round(time.perf_counter() - started, 2),
+           "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2), "tree_pss_gib": round(sampler.peak_kib / 2**20, 2),
+           "load_average": load}
+    if inner["returned"] is not None:
+        out["returned"] = inner["returned"]
+    if inner["error"]:
+        out["error"] = inner["error"]
+        print(f"  {name} reported: {inner['error']}", flush=True)
+    print(f"  {name:<9} {out['seconds']:>8.2f} s   peak RSS {out['peak_rss_gib']:>5} GiB   "
+          f"tree PSS {out['tree_pss_gib']:>5} GiB   load {load[0]}", flush=True)
     return out
 
 
 def run_ours(corpus: Path, workdir: Path, preset: str, *, validate: bool) -> dict[str, Any]:
     shutil.rmtree(workdir, ignore_errors=True)
-    wd = Workdir.at(workdir)
-    params = params_for(corpus, preset)
-    before = timed({"ingest": lambda: run_ingest(params, wd), "label": lambda: run_label(params, wd),
-                    "plan": lambda: run_plan(params, wd)})
-    prefilled = prefill_cache(params, wd)  # stands in for the generate stage: not timed
-    after = timed({"assemble": lambda: run_assemble(params, wd),
-                   **({"validate": lambda: run_validate(params, wd)} if validate else {})})
-    stages = {**before, **after}
-    seconds = round(sum(s["seconds"] for s in stages.values()), 2)
-    samples = json.loads(wd.report("assemble-summary.json").read_text())["rows"]
-    return {"preset": preset, "stages": stages, "seconds": seconds, "samples": samples,
-            "samples_per_s": round(samples / seconds), "prefilled_requests": prefilled, "peak_rss_gib": peak_rss_gib()}
+    workdir.mkdir(parents=True)
+    names = ["ingest", "label", "plan", "prefill", "assemble", *(["validate"] if validate else [])]
+    stages = {name: run_stage(name, corpus, workdir, preset) for name in names}
+    timed = {k: v for k, v in stages.items() if k not in UNTIMED}
+    seconds = round(sum(s["seconds"] for s in timed.values()), 2)
+    summary = json.loads(Workdir.at(workdir).report("assemble-summary.json").read_text())
+    return {"preset": preset, "stages": stages, "seconds": seconds, "samples": summary["rows"],
+            "samples_per_s": round(summary["rows"] / seconds), "rows_per_task": summary["rows_per_task"],
+            "prefilled_requests": stages["prefill"].get("returned"),
+            "peak_rss_gib": max(s["peak_rss_gib"] for s in timed.values()),
+            "tree_pss_gib": max(s["tree_pss_gib"] for s in timed.values())}
 
 
-def run_original(corpus: Path, workdir: Path) -> dict[str, Any]:
+def ingest_from_zip(corpus: Path) -> dict[str, Any]:
+    """The ingest stage again, reading the reports from the release-style zip instead of the folder."""
+    archive = corpus / "mimic-cxr-reports.zip"
+    if not archive.exists():
+        print(f"packing {archive} ...", flush=True)
+        reports_zip(corpus)
+    workdir = WORK / "pipeline-zip"
     shutil.rmtree(workdir, ignore_errors=True)
-    outputs = original_style.outputs_for(corpus)  # stands in for generation: not timed
-    started = time.perf_counter()
-    samples = original_style.build(corpus, workdir, outputs)
-    seconds = round(time.perf_counter() - started, 2)
-    print(f"  original   {seconds:>8.2f} s", flush=True)
-    return {"seconds": seconds, "samples": samples, "samples_per_s": round(samples / seconds)}
+    workdir.mkdir(parents=True)
+    print("ingest from the zip:", flush=True)
+    out = run_stage("ingest", corpus, workdir, "radialog-v1.1", reports=archive)
+    shutil.rmtree(workdir)
+    return out
 
 
 def corpus_at(path: Path, studies: int) -> dict[str, Any]:
@@ -129,33 +244,71 @@ def corpus_at(path: Path, studies: int) -> dict[str, Any]:
     return json.loads((path / "SCALE.json").read_text())
 
 
+def scale_entry(corpus: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    return {"studies": corpus["studies"], "images": corpus["images"], "samples": run["samples"],
+            "seconds": run["seconds"], "samples_per_s": run["samples_per_s"], "peak_rss_gib": run["peak_rss_gib"],
+            "tree_pss_gib": run["tree_pss_gib"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", type=Path, default=WORK / "mimic-scale")
+    parser.add_argument("--scales", type=int, nargs="+", default=[1, 2], help="multiples of MIMIC-CXR's size")
+    parser.add_argument("--base-studies", type=int, default=MIMIC_STUDIES,
+                        help="studies at scale 1 (smaller only to try the harness)")
     parser.add_argument("--subsample-studies", type=int, default=20_000)
     parser.add_argument("--skip-full", action="store_true", help="only the side-by-side comparison")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "pipeline-cpu.json")
+    # internal: run one stage in this (fresh) process
+    parser.add_argument("--stage", choices=[*STAGES, *LOCAL_STAGES], help=argparse.SUPPRESS)
+    parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--preset", help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--reports", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.stage:
+        return stage_process(args.stage, args.corpus, args.workdir, args.preset, args.result, args.reports)
 
     result: dict[str, Any] = {"machine": machine_info(("pyarrow", "pandas", "numpy")), "targets": TARGETS}
-    # the comparison first: both paths start from the same fresh process
     sub = WORK / f"mimic-sub-{args.subsample_studies}"
     result["subsample_corpus"] = corpus_at(sub, args.subsample_studies)
     print(f"side by side on {args.subsample_studies} studies (v1 tasks):", flush=True)
-    original = run_original(sub, WORK / "original-style")
+    original_dir = WORK / "original-style"
+    shutil.rmtree(original_dir, ignore_errors=True)
+    original_dir.mkdir(parents=True)
+    original = run_stage("original", sub, original_dir, "radialog-v1")
+    original["samples"] = original.pop("returned")
+    original["samples_per_s"] = round(original["samples"] / original["seconds"])
     ours = run_ours(sub, WORK / "pipeline-sub", "radialog-v1", validate=False)
     result["comparison"] = {"original_style": original, "ours": ours,
                             "speedup": round(ours["samples_per_s"] / original["samples_per_s"], 1)}
     result["speedup_vs_original"] = result["comparison"]["speedup"]
 
     if not args.skip_full:
-        result["corpus"] = corpus_at(args.corpus, MIMIC_STUDIES)
-        print("full scale, our pipeline:", flush=True)
-        result["full"] = run_ours(args.corpus, WORK / "pipeline-full", "radialog-v1.1", validate=True)
-        result["samples_per_s"] = result["full"]["samples_per_s"]
-        result["peak_rss_gib"] = result["full"]["peak_rss_gib"]
+        result["scaling"], result["runs"] = {}, {}
+        for scale in args.scales:
+            studies = args.base_studies * scale
+            corpus_dir = WORK / ("mimic-scale" if studies == MIMIC_STUDIES else f"mimic-scale-{studies}")
+            corpus = corpus_at(corpus_dir, studies)
+            print(f"{scale}x MIMIC scale ({corpus['studies']} studies), our pipeline:", flush=True)
+            run = run_ours(corpus_dir, WORK / f"pipeline-{scale}x", "radialog-v1.1", validate=True)
+            result["runs"][f"{scale}x"] = {"corpus": corpus, **run}
+            result["scaling"][f"{scale}x"] = scale_entry(corpus, run)
+            if scale == args.scales[0]:
+                result["ingest_from_zip"] = ingest_from_zip(corpus_dir)
+        first = result["runs"][f"{args.scales[0]}x"]
+        result["samples_per_s"] = first["samples_per_s"]
+        result["peak_rss_gib"] = first["peak_rss_gib"]
+        result["stages"] = first["stages"]
+        result["samples"] = {"total": first["samples"], "per_task": first["rows_per_task"],
+                             "published_total": PUBLISHED_SAMPLES, "gap": first["samples"] - PUBLISHED_SAMPLES,
+                             "ratio": round(first["samples"] / PUBLISHED_SAMPLES, 3)}
+        if 1 in args.scales and 2 in args.scales:
+            result["peak_growth_2x"] = round(result["runs"]["2x"]["peak_rss_gib"] / result["runs"]["1x"]["peak_rss_gib"], 2)
+    result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     write_json(result, args.out)
-    print(json.dumps({k: result.get(k) for k in ("samples_per_s", "peak_rss_gib", "speedup_vs_original")}))
+    print(json.dumps({k: result.get(k) for k in ("samples_per_s", "peak_rss_gib", "speedup_vs_original",
+                                                 "peak_growth_2x")}))
     return 0
 
 

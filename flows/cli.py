@@ -23,6 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..tasks import workdir_lock
 from ..tasks.config import PROJECT_ROOT, load_params
 from ..tasks.errors import ConfigError, InputError, StageFailure
 from ..tasks.io import write_text
@@ -74,32 +75,34 @@ class How:
 
 def execute(command: str, stages: Sequence[str], settings: dict[str, Any], wd: Workdir, how: How,
             options: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-    """The one place where a command's stages run. When every stage is up to date (and nothing
-    forces a run) the recorded summaries come back without starting Prefect; otherwise the stage's
-    flow (or ``build``) runs, and each stage skips or reruns by its stamp."""
+    """The one place where a command's stages run, holding the work dir's lock. When every stage is
+    up to date (and nothing forces a run) the recorded summaries come back without starting
+    Prefect; otherwise the stage's flow (or ``build``) runs, and each stage skips or reruns by its
+    stamp."""
     options = options or {}
     for name in stages:
         check_options(name, options)
-    if not how.force and not any(forced_by_options(n, options) for n in stages):
-        skipped = {name: fresh_summary(name, settings, wd) for name in stages}
-        if all(summary is not None for summary in skipped.values()):
-            return skipped  # type: ignore[return-value]
-    wd.root.mkdir(parents=True, exist_ok=True)
-    environment.prepare(wd.root)
-    with environment.quiet_engine():  # only now pay for the Prefect engine's start-up
-        if command == "build":
-            from .build import build_flow
-            return build_flow(settings, str(wd.root), force=how.force, runner=how.runner,
-                              dask_address=how.dask_address, dask_workers=how.dask_workers, train=how.train)
-        (stage,) = stages
-        if stage == "generate":
-            from .generate import run_generate_stage
-            summary = run_generate_stage(settings, str(wd.root), force=how.force, runner=how.runner,
-                                         dask_address=how.dask_address, dask_workers=how.dask_workers)
-        else:
-            from .stages import FLOWS
-            summary = FLOWS[stage](settings, str(wd.root), force=how.force, options=options)
-    return {stage: summary}
+    with workdir_lock.hold(wd.root, command):  # one command per work dir; a second waits, then skips
+        if not how.force and not any(forced_by_options(n, options) for n in stages):
+            skipped = {name: fresh_summary(name, settings, wd) for name in stages}
+            if all(summary is not None for summary in skipped.values()):
+                return skipped  # type: ignore[return-value]
+        wd.root.mkdir(parents=True, exist_ok=True)
+        environment.prepare(wd.root)
+        with environment.quiet_engine():  # only now pay for the Prefect engine's start-up
+            if command == "build":
+                from .build import build_flow
+                return build_flow(settings, str(wd.root), force=how.force, runner=how.runner,
+                                  dask_address=how.dask_address, dask_workers=how.dask_workers, train=how.train)
+            (stage,) = stages
+            if stage == "generate":
+                from .generate import run_generate_stage
+                summary = run_generate_stage(settings, str(wd.root), force=how.force, runner=how.runner,
+                                             dask_address=how.dask_address, dask_workers=how.dask_workers)
+            else:
+                from .stages import FLOWS
+                summary = FLOWS[stage](settings, str(wd.root), force=how.force, options=options)
+        return {stage: summary}
 
 
 def show(stage: str, summary: dict[str, Any]) -> None:
@@ -169,7 +172,7 @@ def pull(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = No
     prepare_credentials(plan.config.host, interactive=sys.stdin.isatty())
     from .pull import run_pull
     bars = RichProgress(console) if console.is_terminal else nullcontext(Progress())  # no bars in logs
-    with environment.quiet_engine(), bars as progress, activated(progress):
+    with workdir_lock.hold(wd.root, "pull"), environment.quiet_engine(), bars as progress, activated(progress):
         summary = run_pull(settings, str(wd.root), images=images, force=force)
     show("pull", summary)
 
@@ -316,7 +319,8 @@ def train(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = N
         from ..trainer.launch import run_launched
         settings, wd = context(params, _overrides("train", set_, {"train.max_steps": max_steps}), demo, workdir,
                                ["train"])
-        summary = run_launched(settings, wd, force=force, resume=resume)
+        summary = run_launched(settings, wd, force=force, resume=resume,
+                               hold=lambda: workdir_lock.hold(wd.root, "train"))
         if summary is not None:
             show("train", summary)
         return
@@ -376,12 +380,12 @@ def show_build(results: dict[str, dict[str, Any]], wd: Workdir) -> None:
 
 
 def show_dataset(assembled: dict[str, Any]) -> None:
-    """Rows per task and split of the shards, and the rows the audit moved to the exclusion shards."""
+    """Rows per task and split of the shards, and the rows the audit or a reviewer moved to the exclusion shards."""
     excluded = (assembled.get("excluded") or {}).get("per_task", {})
     kept = assembled.get("rows_per_task", {})
     table = Table(title=f"dataset {assembled.get('version', '')}: {assembled.get('rows', 0)} rows",
                   header_style="bold")
-    for col in ("task", "rows", "excluded by the audit"):
+    for col in ("task", "rows", "excluded (audit or review)"):
         table.add_column(col, justify="left" if col == "task" else "right")
     for task in sorted(set(kept) | set(excluded)):
         table.add_row(task, str(kept.get(task, 0)), str(excluded.get(task, 0)))

@@ -6,12 +6,14 @@ worker sees only its own GPU (``CUDA_VISIBLE_DEVICES``). Workers share the chunk
 cache through the file system, so a lost worker only costs its chunk in flight.
 
 Without a Prefect server every process would start its own temporary API; the local cluster's
-workers are pointed at the flow process's temporary API instead.
+workers inherit ``PREFECT_API_URL`` of the flow process's temporary API instead (set by
+:func:`.environment.quiet_engine`, which every flow runs under). The workers are child processes of
+this one that exit when it does, however it ends (distributed's worker processes watch a pipe
+from their parent).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -43,36 +45,15 @@ def local_cluster(n_workers: int) -> Any:
 
 
 @contextmanager
-def shared_prefect_api() -> Iterator[None]:
-    """Make worker processes report to this process's Prefect API (ephemeral mode only)."""
-    import prefect.settings as ps
-
-    if os.environ.get("PREFECT_API_URL"):
-        yield
-        return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
-    server.start()
-    os.environ["PREFECT_API_URL"] = server.api_url  # inherited by the worker processes
-    try:
-        with ps.temporary_settings(updates={ps.PREFECT_API_URL: server.api_url}):
-            yield
-    finally:
-        os.environ.pop("PREFECT_API_URL", None)
-
-
-@contextmanager
 def dask_runner(address: str | None, n_workers: int) -> Iterator[Any]:
     """A DaskTaskRunner on ``address`` or on a local cluster that lives for the block."""
     from prefect_dask import DaskTaskRunner
 
-    with shared_prefect_api():
-        if address:
-            yield DaskTaskRunner(address=address)
-            return
-        cluster = local_cluster(n_workers)
-        try:
-            yield DaskTaskRunner(address=cluster.scheduler_address)
-        finally:
-            cluster.close()
+    if address:
+        yield DaskTaskRunner(address=address)
+        return
+    cluster = local_cluster(n_workers)
+    try:
+        yield DaskTaskRunner(address=cluster.scheduler_address)
+    finally:
+        cluster.close()

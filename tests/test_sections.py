@@ -58,3 +58,12 @@ def test_nle_text_joins_findings_and_impression():
     assert "Cardiac size cannot be evaluated." in text
     assert text.rstrip().endswith("Large left pleural effusion")
     assert "\n" not in text
+
+
+def test_heading_on_its_own_line_takes_the_newline_before_the_next_one():
+    """A heading's ``:\\s`` consumes the line break, so a heading directly below an empty one is
+    body text; with any text in between both are headings."""
+    assert [(s.name, s.text) for s in split_sections("\n FINDINGS:\n IMPRESSION: x\n")] == [
+        ("preamble", "\n "), ("findings", " IMPRESSION: x\n")]
+    assert [(s.name, s.text) for s in split_sections("\n FINDINGS: a\n IMPRESSION: x\n")] == [
+        ("preamble", "\n "), ("findings", "a"), ("impression", "x\n")]

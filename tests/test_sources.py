@@ -4,6 +4,7 @@ PhysioNet layout, the real Rad-ReStruct sample, the real MIMIC-NLE query files, 
 import gzip
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -88,6 +89,54 @@ def test_parallel_parsing_gives_the_same_reports_and_errors(tmp_path: Path):
     with pytest.raises(InputError, match=r"not UTF-8 text \(byte 0\)") as err:
         load_reports(broken, workers=2, batch_size=16)
     assert err.value.path == f"{broken}/{bad.relative_to(broken).as_posix()}"
+
+
+
+def zip_folder(folder: Path, archive: Path, *, stored_every: int = 0) -> Path:
+    """``folder``'s files in a zip under a ``mimic-cxr-reports/`` prefix, deflated (every
+    ``stored_every``-th member stored), as the release zip is laid out."""
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i, path in enumerate(sorted(folder.rglob("*.txt"))):
+            method = zipfile.ZIP_STORED if stored_every and i % stored_every == 0 else zipfile.ZIP_DEFLATED
+            zf.write(path, "mimic-cxr-reports/" + path.relative_to(folder).as_posix(), compress_type=method)
+    return archive
+
+
+def test_demo_zip_and_files_folder_parse_like_the_folder(tmp_path: Path):
+    """The release zip (deflated and stored members, sliced from a memory map by the workers) and
+    the ``files`` folder itself give the folder's rows and raw texts."""
+    source = DEMO / "mimic-cxr"
+    keep = frozenset({int(p.stem[1:]) for p in sorted(source.rglob("s*.txt"))[::50]})
+    folder, raw = load_reports(source, keep, workers=1)
+    archive = zip_folder(source, tmp_path / "mimic-cxr-reports.zip", stored_every=3)
+    for other, other_raw in (load_reports(archive, keep, workers=2, batch_size=16),
+                             load_reports(archive, keep, workers=1),
+                             load_reports(source / "files", keep, workers=2, batch_size=8)):
+        pd.testing.assert_frame_equal(other, folder)
+        assert other_raw == raw and len(raw) == len(keep)
+
+
+def test_damaged_zip_member_is_one_line(tmp_path: Path):
+    archive = zip_folder(DEMO / "mimic-cxr", tmp_path / "mimic-cxr-reports.zip")
+    with zipfile.ZipFile(archive) as zf:
+        victim = zf.infolist()[7]
+    data = bytearray(archive.read_bytes())
+    at = victim.header_offset + 30 + len(victim.filename.encode()) + victim.compress_size // 2
+    data[at] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="cannot read report") as err:
+        load_reports(archive, workers=2, batch_size=16)
+    assert err.value.path == f"{archive}!{victim.filename}" and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("where", ["files", "files/p10", "files/p10/p10000032"])
+def test_stray_file_at_any_level_is_named(example_layout: MimicCxrPaths, where: str):
+    stray = example_layout.reports / where / "notes.txt"
+    stray.write_text("x")
+    (stray.parent / ".DS_Store").write_text("hidden files are skipped")
+    with pytest.raises(InputError, match="unexpected file in the reports tree") as err:
+        load_reports(example_layout.reports, workers=1)
+    assert err.value.path == str(stray)
 
 
 @pytest.mark.parametrize("damage, message", [

@@ -6,6 +6,7 @@ Shards are written here with the INSTRUCT_SAMPLE schema in the assemble stage's 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -24,7 +25,10 @@ from radialog_instruct.schemas.tables import INSTRUCT_SAMPLE  # noqa: E402
 from radialog_instruct.tasks.errors import ConfigError, InputError  # noqa: E402
 from radialog_instruct.tasks.io import sha256_file, write_json  # noqa: E402
 from radialog_instruct.tasks.models.tiny_llama import build_tiny_llama  # noqa: E402
-from radialog_instruct.tasks.text.conversation import load_conversation  # noqa: E402
+from radialog_instruct.tasks.text.conversation import (
+    load_conversation,  # noqa: E402
+    params_conversation,
+)
 from radialog_instruct.tasks.workdir import Workdir  # noqa: E402
 from radialog_instruct.trainer import load_adapter, run_train, stage_spec  # noqa: E402
 from radialog_instruct.trainer.encode import IGNORE, Encoder, Example, ImageSlot, Skip  # noqa: E402
@@ -272,6 +276,7 @@ def test_demo_model_loss_falls_and_the_adapter_carries_its_provenance(workdir):
     assert meta["dataset_version"] == VERSION and meta["manifest_sha256"] == sha256_file(manifest)
     assert meta["dataset_config_hash"] == "cfg123" and meta["base_model"] == "demo-tiny"
     assert meta["step"] == summary["best_step"] == 30 and meta["eval_loss"] == evals[-1]
+    assert meta["conversation"] == dataclasses.asdict(params_conversation(params))  # load_adapter renders with it
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert config["r"] == 8 and sorted(config["target_modules"]) == ["k_proj", "o_proj", "q_proj", "v_proj"]
     assert json.loads(workdir.report("train-summary.json").read_text())["steps"] == 30

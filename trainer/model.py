@@ -21,7 +21,7 @@ from torch import nn
 from ..tasks.errors import ConfigError, InputError
 from ..tasks.io import atomic_path, read_json, write_json
 from ..tasks.models.tiny_llama import build_tiny_llama
-from ..tasks.text.conversation import Message, load_conversation
+from ..tasks.text.conversation import Conversation, Message, load_conversation
 from ..tasks.workdir import Workdir
 from .config import DEMO_MODEL, LoraSettings
 from .encode import Encoder, ImageSlot
@@ -213,7 +213,9 @@ def load_adapter(adapter_dir: str | Path, *, base_path: str | None = None) -> Tr
     runtime = pick_runtime("auto", load_in_8bit=False)
     lm = PeftModel.from_pretrained(load_lm(base, runtime, load_in_8bit=False), str(adapter_dir)).eval()
     tokenizer = load_tokenizer(str(adapter_dir), None)
-    conversation = load_conversation()
+    recorded = meta.get("conversation") or {}
+    # adapters of earlier versions recorded only the name and version of the packaged format
+    conversation = Conversation(**recorded) if "system" in recorded else load_conversation()
     image = meta.get("image")
     projector, slot = None, None
     if image:

@@ -7,6 +7,7 @@ rank runs under a launcher (trainer/launch.py).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from itertools import islice
 from pathlib import Path
@@ -18,7 +19,7 @@ from ..tasks import PIPELINE_VERSION
 from ..tasks.errors import InputError
 from ..tasks.hashing import short_id
 from ..tasks.io import dumps_json, write_json
-from ..tasks.text.conversation import load_conversation
+from ..tasks.text.conversation import Conversation, params_conversation
 from ..tasks.workdir import Workdir
 from . import distributed
 from .config import TrainConfig, dataset_version, load_config, output_dir
@@ -34,8 +35,7 @@ log = logging.getLogger(__name__)
 DEMO_TOKENIZER_ROWS = 2000
 
 
-def _demo_texts(shards: ShardSet, seed: int) -> list[str]:
-    conversation = load_conversation()
+def _demo_texts(shards: ShardSet, seed: int, conversation: Conversation) -> list[str]:
     rows = stream_rows(shards.files("train"), "train", None, seed=seed, purpose="demo-tokenizer", epoch=0,
                        buffer_size=DEMO_TOKENIZER_ROWS)
     return [conversation.render(row.messages, open_turn=False) for row in islice(rows, DEMO_TOKENIZER_ROWS)]
@@ -56,13 +56,13 @@ def _data(cfg: TrainConfig, shards: ShardSet) -> Data:
     return data
 
 
-def _metadata(cfg: TrainConfig, base: BaseModel, shards: ShardSet, image: dict[str, Any] | None) -> dict[str, Any]:
-    conversation = load_conversation()
+def _metadata(cfg: TrainConfig, base: BaseModel, shards: ShardSet, conversation: Conversation,
+              image: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "dataset_version": shards.version, "manifest_sha256": shards.manifest_sha256,
         "dataset_config_hash": shards.config_hash, "train_config_hash": short_id(dumps_json(cfg.as_dict())),
         "base_model": base.name, "base_model_path": base.path, "base_revision": base.revision,
-        "conversation": {"name": conversation.name, "version": conversation.version},
+        "conversation": dataclasses.asdict(conversation),  # the format the adapter was trained on
         "supervise": cfg.supervise, "max_length": cfg.max_length, "tasks": cfg.tasks, "image": image,
         "lora": cfg.as_dict()["lora"], "pipeline_version": PIPELINE_VERSION,
     }
@@ -80,9 +80,11 @@ def run_train(params: dict[str, Any], wd: Workdir, *, max_steps: int | None = No
     ranks.on_main(lambda: _verify(shards))  # read once, not once per rank
     data = _data(cfg, shards)
     out_dir = output_dir(cfg, wd, version)
+    conversation = params_conversation(params)  # an imported original's format for faithful shards
 
     def base_model() -> BaseModel:
-        return resolve_base(cfg.base_model, cfg.revision, wd, lambda: _demo_texts(shards, cfg.seed), cfg.seed)
+        return resolve_base(cfg.base_model, cfg.revision, wd, lambda: _demo_texts(shards, cfg.seed, conversation),
+                            cfg.seed)
 
     ranks.on_main(base_model)  # rank 0 builds the demo model; the others then find it
     base = base_model()
@@ -96,7 +98,6 @@ def run_train(params: dict[str, Any], wd: Workdir, *, max_steps: int | None = No
     if cfg.gradient_checkpointing:  # non-reentrant: no inputs that require grad needed under frozen embeddings
         lm.config.use_cache = False
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    conversation = load_conversation()
     provider, projector, slot, image = None, None, None, None
     if cfg.features.path:
         provider = open_features(cfg.features.path, cfg.features.n_tokens)
@@ -109,7 +110,7 @@ def run_train(params: dict[str, Any], wd: Workdir, *, max_steps: int | None = No
     encoder = Encoder(tokenizer, conversation, max_length=cfg.max_length, supervise=cfg.supervise, image=slot)
 
     trainer = Trainer(cfg, model, tokenizer, encoder, provider, data, runtime, out_dir,
-                      _metadata(cfg, base, shards, image), cfg.resume_key(shards.manifest_sha256), ranks)
+                      _metadata(cfg, base, shards, conversation, image), cfg.resume_key(shards.manifest_sha256), ranks)
     resumed = False
     if resume:
         resumed = trainer.resume()

@@ -15,9 +15,10 @@ records are the original's (:mod:`.fidelity`); otherwise this project's readings
 parts of their own), Rad-ReStruct QA and context dropping for findings QA, region QA and view
 classification (which ``plan.view_classification_context: image_only``, the default, takes out
 again: view questions follow the image alone). The published v1.1.0 has about 580k samples (no per-task counts were published).
-On the MIMIC-sized synthetic corpus of bench/scale_corpus.py (27% of studies without findings)
-this preset plans 739k samples, 409k of them report generation: the synthetic images have a
-positive finding more often (about 72% of studies) than MIMIC's, and report generation grows with that share.
+On the MIMIC-sized synthetic corpus of bench/scale_corpus.py (27% of studies without findings,
+CheXpert labels drawn at MIMIC-CXR-JPG's published frequencies) this preset plans 726,796 samples,
+379,166 of them report generation, which alone accounts for the gap to the published count (see
+bench/README.md).
 
 Parts are drawn per image from (seed, dicom_id), so adding images never moves existing ones.
 Report-generation epochs apply to the train split only; evaluation splits get one row per image.

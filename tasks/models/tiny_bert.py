@@ -22,6 +22,7 @@ from transformers import BertConfig, BertTokenizerFast
 
 from ..io import atomic_path
 from ..labeling.chexbert import MAX_TOKENS, ChexbertModel
+from .portable import drop_version_stamps
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -95,6 +96,7 @@ def build_chexbert(out_dir: str | Path, texts: Iterable[str], shape: BertShape =
     with atomic_path(encoder_dir, directory=True) as tmp:
         tokenizer.save_pretrained(tmp)
         config.save_pretrained(tmp)
+        drop_version_stamps(tmp)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ChexbertModel(config)

@@ -2,7 +2,8 @@
 
 It stands in for Vicuna wherever no real weights can be loaded (tests, the demo): the real
 transformers / vLLM / PEFT code paths run on it unchanged. Its outputs are random text. The
-build is seeded and offline; the folder loads with ``AutoModelForCausalLM.from_pretrained`` /
+build is seeded and offline, and the folder's bytes do not depend on the installed transformers
+version (:mod:`.portable`); it loads with ``AutoModelForCausalLM.from_pretrained`` /
 ``AutoTokenizer.from_pretrained`` like any Hugging Face checkpoint.
 """
 
@@ -12,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..io import atomic_path
+from .portable import drop_version_stamps
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
 
@@ -54,4 +56,5 @@ def build_tiny_llama(out_dir: str | Path, texts: Iterable[str], *, seed: int = 0
     with atomic_path(out_dir, directory=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        drop_version_stamps(tmp)
     return out_dir

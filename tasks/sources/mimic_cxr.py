@@ -15,7 +15,6 @@ plus the provided CheXpert labels when present.
 from __future__ import annotations
 
 import gzip
-import os
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -29,8 +28,7 @@ import pyarrow as pa
 from ...schemas import IMAGES, REPORTS
 from ..errors import InputError
 from ..labeling.conditions import CONDITIONS, CSV_ORDER, column
-from .report_parsing import BATCH, parse_reports
-from .sections import STUDY_SECTIONS
+from .report_parsing import BATCH, iter_report_bytes, parse_reports
 
 SPLITS = ("train", "validate", "test")
 METADATA = "mimic-cxr-2.0.0-metadata.csv"
@@ -138,21 +136,11 @@ def load_chexpert(path: Path) -> pd.DataFrame:
 
 # --- report files ------------------------------------------------------------------------------
 
-def iter_report_files(source: Path) -> Iterator[tuple[str, bytes]]:
-    """Yield (relative path ``files/pNN/pSUBJECT/sSTUDY.txt``, raw bytes) for every report."""
+def report_source(source: Path) -> tuple[str, bool]:
+    """(the ``files`` folder or the zip, whether it is the zip) of the configured reports; a
+    missing or misplaced folder is a one-line error."""
     if source.is_file() and zipfile.is_zipfile(source):
-        with zipfile.ZipFile(source) as archive:
-            for info in archive.infolist():
-                if info.is_dir() or not info.filename.endswith(".txt"):
-                    continue
-                if "files/" not in info.filename:
-                    continue
-                try:
-                    data = archive.read(info)
-                except (zipfile.BadZipFile, zlib.error, EOFError) as err:
-                    raise InputError(f"{source}!{info.filename}", f"cannot read report ({err})") from None
-                yield info.filename[info.filename.index("files/"):], data
-        return
+        return str(source), True
     if not source.exists():
         raise InputError(source, "reports folder not found",
                          expected="the mimic-cxr-reports folder containing files/pNN/pSUBJECT/sSTUDY.txt")
@@ -160,44 +148,28 @@ def iter_report_files(source: Path) -> Iterator[tuple[str, bytes]]:
     if not root.is_dir():
         raise InputError(source, "no files/ folder inside",
                          expected="the mimic-cxr-reports folder containing files/pNN/pSUBJECT/sSTUDY.txt")
-    base = str(root)
-    for dirpath, dirnames, filenames in os.walk(base):
-        dirnames.sort()
-        prefix = "files" + dirpath[len(base):].replace(os.sep, "/") + "/"
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            full = os.path.join(dirpath, name)
-            try:
-                with open(full, "rb") as fh:
-                    data = fh.read()
-            except OSError as err:
-                raise InputError(full, f"cannot read report ({err.strerror or err})") from None
-            yield prefix + name, data
+    return str(root), False
+
+
+def iter_report_files(source: Path) -> Iterator[tuple[str, bytes]]:
+    """Yield (relative path ``files/pNN/pSUBJECT/sSTUDY.txt``, raw bytes) for every report, in file
+    order, in this process."""
+    root, is_zip = report_source(source)
+    yield from iter_report_bytes(root, is_zip=is_zip)
 
 
 def load_reports(source: Path, keep_raw: set[int] | frozenset[int] = frozenset(), *, workers: int | None = None,
                  batch_size: int = BATCH) -> tuple[pd.DataFrame, dict[int, str]]:
     """One row per report file with its sections (see :mod:`.sections`), and the raw text of the
-    studies in ``keep_raw``. Parsing uses ``workers`` processes (default: the CPU count, at most 8)."""
-    separator = "/" if source.is_dir() else "!"
-    files = ((f"{source}{separator}{rel}", rel, data) for rel, data in iter_report_files(source))
-    raw: dict[int, str] = {}
-    rows: dict[str, list] = {k: [] for k in ("subject_id", "study_id", "report_path", "text_sha1")}
-    sections: dict[str, list[str]] = {k: [] for k in STUDY_SECTIONS}
-    for subject, study, rel, sha1, parts, text in parse_reports(files, frozenset(keep_raw), workers=workers,
-                                                                batch_size=batch_size):
-        if text is not None:
-            raw[study] = text
-        rows["subject_id"].append(subject)
-        rows["study_id"].append(study)
-        rows["report_path"].append(rel)
-        rows["text_sha1"].append(sha1)
-        for key, value in zip(STUDY_SECTIONS, parts):
-            sections[key].append(value)
-    frame = pd.DataFrame({**rows, **sections})
-    if frame.empty:
+    studies in ``keep_raw``. ``source`` is the mimic-cxr-reports folder, its ``files`` folder or
+    mimic-cxr-reports.zip. Reading and parsing use ``workers`` processes (default: the CPU count,
+    at most 8; see :mod:`.report_parsing`)."""
+    root, is_zip = report_source(source)
+    table, raw = parse_reports(root, is_zip=is_zip, keep_raw=frozenset(keep_raw), workers=workers,
+                               batch_size=batch_size)
+    if table.num_rows == 0:
         raise InputError(source, "no reports found", expected="files/pNN/pSUBJECT/sSTUDY.txt")
+    frame = table.combine_chunks().to_pandas()  # one chunk per column, as the Parquet pages expect
     dup = frame["study_id"].duplicated()
     if dup.any():
         raise InputError(source, f"study {int(frame.loc[dup, 'study_id'].iloc[0])} has more than one report file",

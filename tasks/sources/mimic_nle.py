@@ -138,19 +138,26 @@ def resolve_against_reports(frame: pd.DataFrame, reports: pd.DataFrame,
     study_id -> raw report text for the studies the NLE records refer to.
     """
     frame = frame.copy()
-    by_study = reports.set_index("study_id")
+    study_ids = reports["study_id"].tolist()
+    findings_of = dict(zip(study_ids, reports["findings"].tolist()))
+    subject_of = dict(zip(study_ids, reports["subject_id"].tolist()))
+    sentences_of: dict[int, list[str]] = {}  # several NLEs often come from one report
     resolved, in_findings, nles, subjects = [], [], [], []
     for rec in frame.itertuples(index=False):
-        sentences = report_sentences(raw_texts[rec.study_id]) if rec.study_id in raw_texts else None
+        sentences = None
+        if rec.study_id in raw_texts:
+            sentences = sentences_of.get(rec.study_id)
+            if sentences is None:
+                sentences = sentences_of[rec.study_id] = report_sentences(raw_texts[rec.study_id])
         nle = rec.nle
         if nle is None and sentences is not None and rec.sentence_index < len(sentences):
             nle = sentences[rec.sentence_index]
         ok = (nle is not None and sentences is not None and rec.sentence_index < len(sentences)
               and clean(sentences[rec.sentence_index]) == clean(nle))
-        findings = by_study["findings"].get(rec.study_id) if rec.study_id in by_study.index else None
+        findings = findings_of.get(rec.study_id)
         subject = rec.subject_id
         if subject is None or pd.isna(subject):
-            subject = by_study["subject_id"].get(rec.study_id) if rec.study_id in by_study.index else None
+            subject = subject_of.get(rec.study_id)
         resolved.append(bool(ok))
         in_findings.append(bool(nle and findings and clean(nle) in findings))
         nles.append(nle)

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from ..config import DEMO_ROOT, section
 from ..errors import ConfigError, InputError
+from ..import_graph import code_files
 from ..io import atomic_path, sha256_file
 from ..stage import StageSpec, is_fresh, read_stamp, record
 from ..storage.assemble import AssembleConfig
@@ -52,8 +53,9 @@ from .transfer_progress import Progress
 
 IMAGE_BATCH = 256  # images per Prefect task: one task per file would be 377k task runs
 RR_FOLDER = "data/radrestruct"
-NLE_CODE = ("tasks/sources/nle_reconstruct.py", "tasks/sources/mimic_nle.py", "tasks/sources/sections.py", "tasks/text")
-RR_CODE = ("tasks/sources/archives.py", "tasks/sources/rad_restruct.py")
+#: the modules whose import closure each step's stamp covers
+NLE_MODULES = frozenset({"radialog_instruct.tasks.sources.nle_reconstruct"})
+RR_MODULES = frozenset({"radialog_instruct.tasks.sources.archives", "radialog_instruct.tasks.sources.rad_restruct"})
 
 
 @dataclass(frozen=True)
@@ -298,8 +300,8 @@ def pull_mimic_nle(plan: PullPlan, fetcher: Fetcher, *, force: bool = False) -> 
                 with atomic_path(query_dir / name) as tmp:
                     shutil.copyfile(src, tmp)
     reports = plan.reports_zip or plan.sources.cxr_paths().reports
-    spec = StageSpec("pull-mimic-nle", [*query_files(query_dir).values(), reports], {},
-                     [out / OUTPUT_FILE.format(split=split) for split in NLE_SPLITS], code=NLE_CODE)
+    spec = StageSpec("pull-mimic-nle", [*query_files(query_dir).values(), reports],
+                     [out / OUTPUT_FILE.format(split=split) for split in NLE_SPLITS], code=code_files(NLE_MODULES))
     if not force and is_fresh(spec, plan.wd):
         before = (read_stamp(plan.wd, spec.name) or {}).get("summary", {})
         return {**before, "mimic_nle": "unchanged", "nle_query_bytes": fetched}
@@ -313,8 +315,8 @@ def pull_rad_restruct(plan: PullPlan, fetcher: Fetcher, *, force: bool = False) 
     source, target = plan.config.rad_restruct_archive, plan.sources.rad_restruct.dir
     if not source or not target:
         return {"rad_restruct": "not configured (sources.physionet.rad_restruct_archive)"}
-    spec = StageSpec("pull-rad-restruct", [] if is_url(source) else [Path(source)], {"source": source},
-                     [Path(target)], code=RR_CODE)
+    spec = StageSpec("pull-rad-restruct", [] if is_url(source) else [Path(source)], [Path(target)],
+                     settings={"source": source}, code=code_files(RR_MODULES))
     if not force and is_fresh(spec, plan.wd):
         return {"rad_restruct": "unchanged"}
     fetched = 0

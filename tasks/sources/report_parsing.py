@@ -1,33 +1,51 @@
-"""Report files to section rows, in order, optionally spread over worker processes.
+"""Report files to section columns, in file order, read and parsed by worker processes.
 
-Sectioning is pure Python and CPU-bound (about 60 us per report), so a MIMIC-sized tree of
-227k reports is parsed by ``workers`` processes (:mod:`..parallel`) in batches while the main process keeps
-reading files; results come back in file order, so the output does not depend on the number of
-workers. Corpora of one batch or less are parsed in-process (no start-up cost for the demo).
-This module imports only what the workers need.
+The main process does no per-report work. For a folder it lists only the top two levels of the
+tree (``files/`` and ``files/pNN/``); for the released zip it reads the central directory. The
+work is cut into batches of patient folders or zip members, and each worker walks its folders
+itself (each report costs open, read, read, close) or slices its members out of a memory map of
+the zip (no system call per report), checks and sections the text and returns an Arrow record
+batch. Batches come back in input order, so the rows - and the first bad file's error - do not
+depend on the number of workers; a corpus of one batch or less is parsed in-process (no start-up
+cost for the demo). This module imports only what the workers need.
 """
 
 from __future__ import annotations
 
 import hashlib
+import mmap
+import os
 import re
-from collections import deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future
-from itertools import chain, islice
+import struct
+import zipfile
+import zlib
+from collections.abc import Iterator, Sequence
+from functools import partial
+from itertools import islice
+
+import pyarrow as pa
 
 from ..errors import InputError
-from ..parallel import default_workers, process_pool
+from ..parallel import default_workers, ordered_map
 from .sections import STUDY_SECTIONS, study_sections
 
 _REPORT_PATH = re.compile(r"(?:^|/)files/(p1\d)/(p(\d{8}))/s(\d{8})\.txt$")
-BATCH = 4000
+BATCH = 1000  # patient folders (about 3.5 reports each in MIMIC-CXR) or zip members per batch
+_CHUNK = 1 << 16
 
-#: (subject_id, study_id, relative path, sha1 of the bytes, sections in STUDY_SECTIONS order,
-#: raw text when the study is in keep_raw else None)
-ReportRow = tuple[int, int, str, str, tuple[str, ...], str | None]
-#: (where, relative path, raw bytes)
-ReportFile = tuple[str, str, bytes]
+#: One row per report, in file order.
+REPORT_ROWS = pa.schema([pa.field("subject_id", pa.int64()), pa.field("study_id", pa.int64()),
+                         pa.field("report_path", pa.string()), pa.field("text_sha1", pa.string()),
+                         *(pa.field(name, pa.string()) for name in STUDY_SECTIONS)])
+
+#: A report file, or a patient folder the worker walks: (path, path from the reports root, is a folder).
+FolderUnit = tuple[str, str, bool]
+#: A zip member: (name, local header offset, compressed size, CRC-32, compression method, flag bits).
+ZipMember = tuple[str, int, int, int, int, int]
+#: Parsed rows of one batch, and the raw text of its studies that are in ``keep_raw``.
+ParsedBatch = tuple[pa.RecordBatch, dict[int, str]]
+
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, 22 bytes, file name length, extra field length
 
 
 def parse_report_path(rel: str, where: str) -> tuple[int, int]:
@@ -42,36 +60,185 @@ def parse_report_path(rel: str, where: str) -> tuple[int, int]:
     return int(subject), int(study)
 
 
-def parse_batch(batch: list[ReportFile], keep_raw: frozenset[int]) -> list[ReportRow]:
-    rows = []
-    for where, rel, data in batch:
+class _Batch:
+    """Rows of parsed reports, collected in order."""
+
+    def __init__(self, keep_raw: frozenset[int]):
+        self.rows: list[tuple] = []
+        self.raw: dict[int, str] = {}
+        self.keep_raw = keep_raw
+
+    def add(self, where: str, rel: str, data: bytes) -> None:
         subject, study = parse_report_path(rel, where)
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as err:
             raise InputError(where, f"not UTF-8 text (byte {err.start})", expected="a plain-text report") from None
         parts = study_sections(text)
-        rows.append((subject, study, rel, hashlib.sha1(data).hexdigest(), tuple(parts[k] for k in STUDY_SECTIONS),
-                     text if study in keep_raw else None))
-    return rows
+        self.rows.append((subject, study, rel, hashlib.sha1(data).hexdigest(), *(parts[k] for k in STUDY_SECTIONS)))
+        if study in self.keep_raw:
+            self.raw[study] = text
+
+    def result(self) -> ParsedBatch:
+        columns = list(zip(*self.rows)) if self.rows else [[] for _ in REPORT_ROWS]
+        return pa.RecordBatch.from_arrays([pa.array(c, f.type) for c, f in zip(columns, REPORT_ROWS)],
+                                          schema=REPORT_ROWS), self.raw
 
 
-def parse_reports(files: Iterable[ReportFile], keep_raw: frozenset[int], *, workers: int | None = None,
-                  batch_size: int = BATCH) -> Iterator[ReportRow]:
-    """Parse ``files`` into rows in input order (the first error raised is the first bad file's)."""
-    workers = default_workers() if workers is None else workers
-    files = iter(files)
-    batches = iter(lambda: list(islice(files, batch_size)), [])
-    first = next(batches, [])
-    if workers <= 1 or len(first) < batch_size:
-        for batch in chain([first], batches):
-            yield from parse_batch(batch, keep_raw)
+# --- folders -----------------------------------------------------------------------------------
+
+def read_file(path: str) -> bytes:
+    """The whole file: open, read until a read returns nothing, close (no stat, no buffering)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            chunks = [os.read(fd, _CHUNK)]
+            while chunks[-1]:
+                chunks.append(os.read(fd, _CHUNK))
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise InputError(path, f"cannot read report ({err.strerror or err})") from None
+    return b"".join(chunks)
+
+
+def _walk(base: str, rel_base: str) -> Iterator[tuple[str, str]]:
+    """(path, path from the reports root) of the files under ``base``, in os.walk order with names
+    sorted; names starting with "." are skipped."""
+    for dirpath, dirnames, filenames in os.walk(base):
+        dirnames.sort()
+        prefix = rel_base + dirpath[len(base):].replace(os.sep, "/") + "/"
+        dirpath += os.sep
+        for name in sorted(filenames):
+            if not name.startswith("."):
+                yield dirpath + name, prefix + name
+
+
+def _scan(path: str) -> tuple[list[str], list[str]]:
+    """(file names, names of folders that are not links), each sorted, as os.walk sees them (an
+    unreadable folder is empty; a link to a folder is neither a file nor entered)."""
+    files, folders = [], []
+    try:
+        with os.scandir(path) as entries:
+            for entry in entries:
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:
+                    is_dir = False
+                if not is_dir:
+                    files.append(entry.name)
+                elif not entry.is_symlink():
+                    folders.append(entry.name)
+    except OSError:
+        pass
+    return sorted(files), sorted(folders)
+
+
+def folder_units(root: str) -> list[FolderUnit]:
+    """The work in the ``files`` folder ``root``, in os.walk order: the files of the top two levels
+    and the folders of the second level (the patient folders, which the workers walk)."""
+    units: list[FolderUnit] = []
+    files, groups = _scan(root)
+    units += [(f"{root}{os.sep}{name}", f"files/{name}", False) for name in files if not name.startswith(".")]
+    for group in groups:
+        path, rel = f"{root}{os.sep}{group}", f"files/{group}"
+        files, patients = _scan(path)
+        units += [(f"{path}{os.sep}{name}", f"{rel}/{name}", False) for name in files if not name.startswith(".")]
+        units += [(f"{path}{os.sep}{name}", f"{rel}/{name}", True) for name in patients]
+    return units
+
+
+def parse_folder_batch(units: Sequence[FolderUnit], keep_raw: frozenset[int]) -> ParsedBatch:
+    batch = _Batch(keep_raw)
+    for path, rel, is_folder in units:
+        for file, file_rel in _walk(path, rel) if is_folder else ((path, rel),):
+            batch.add(file, file_rel, read_file(file))
+    return batch.result()
+
+
+# --- the released zip --------------------------------------------------------------------------
+
+def zip_members(archive: str) -> list[ZipMember]:
+    """The report members (``.txt`` under a ``files/`` folder) from the central directory."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise InputError(archive, f"cannot read the zip's table of contents ({err})",
+                         expected="mimic-cxr-reports.zip as released") from None
+    return [(i.filename, i.header_offset, i.compress_size, i.CRC, i.compress_type, i.flag_bits) for i in infos
+            if not i.is_dir() and i.filename.endswith(".txt") and "files/" in i.filename]
+
+
+def member_bytes(archive: str, view: mmap.mmap, member: ZipMember) -> bytes:
+    """A member's bytes sliced from the mapped archive (stored or deflated; other compression
+    methods go through :mod:`zipfile`), CRC-checked."""
+    name, offset, size, crc, method, flags = member
+    if flags & 0x1:
+        raise zipfile.BadZipFile("encrypted member")
+    signature, name_length, extra_length = _LOCAL_HEADER.unpack_from(view, offset)
+    if signature != b"PK\x03\x04":
+        raise zipfile.BadZipFile("bad local file header")
+    start = offset + _LOCAL_HEADER.size + name_length + extra_length
+    if method == zipfile.ZIP_STORED:
+        data = view[start:start + size]
+    elif method == zipfile.ZIP_DEFLATED:
+        data = zlib.decompress(view[start:start + size], -15)
+    else:
+        with zipfile.ZipFile(archive) as zf:
+            return zf.read(name)
+    if zlib.crc32(data) != crc:
+        raise zipfile.BadZipFile("CRC-32 mismatch")
+    return data
+
+
+def parse_zip_batch(archive: str, members: Sequence[ZipMember], keep_raw: frozenset[int]) -> ParsedBatch:
+    batch = _Batch(keep_raw)
+    with open(archive, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        for member in members:
+            name = member[0]
+            try:
+                data = member_bytes(archive, view, member)
+            except (zipfile.BadZipFile, zlib.error, struct.error, EOFError) as err:
+                raise InputError(f"{archive}!{name}", f"cannot read report ({err})") from None
+            rel = name[name.index("files/"):]
+            batch.add(f"{archive}!{rel}", rel, data)
+    return batch.result()
+
+
+# --- both --------------------------------------------------------------------------------------
+
+def iter_report_bytes(source: str, *, is_zip: bool) -> Iterator[tuple[str, bytes]]:
+    """(path from the reports root, raw bytes) of every report under ``source`` (the ``files``
+    folder, or the zip), in file order, in this process (for readers that need the raw files)."""
+    if is_zip:
+        with open(source, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            for member in zip_members(source):
+                name = member[0]
+                try:
+                    data = member_bytes(source, view, member)
+                except (zipfile.BadZipFile, zlib.error, struct.error, EOFError) as err:
+                    raise InputError(f"{source}!{name}", f"cannot read report ({err})") from None
+                yield name[name.index("files/"):], data
         return
-    with process_pool(workers) as pool:
-        pending: deque[Future[list[ReportRow]]] = deque()
-        for batch in chain([first], batches):
-            pending.append(pool.submit(parse_batch, batch, keep_raw))
-            if len(pending) > 2 * workers:  # bounded read-ahead: file bytes do not pile up
-                yield from pending.popleft().result()
-        while pending:
-            yield from pending.popleft().result()
+    for path, rel, is_folder in folder_units(source):
+        for file, file_rel in _walk(path, rel) if is_folder else ((path, rel),):
+            yield file_rel, read_file(file)
+
+
+def parse_reports(source: str, *, is_zip: bool, keep_raw: frozenset[int], workers: int | None = None,
+                  batch_size: int = BATCH) -> tuple[pa.Table, dict[int, str]]:
+    """Every report under ``source`` (the ``files`` folder, or the zip) as rows of
+    :data:`REPORT_ROWS` in file order, and the raw text of the studies in ``keep_raw``. Workers
+    default to the CPU count (at most 8); one batch or less is parsed in-process."""
+    units: list = zip_members(source) if is_zip else folder_units(source)
+    task = partial(parse_zip_batch, source) if is_zip else parse_folder_batch
+    units_iter = iter(units)
+    batches = iter(lambda: list(islice(units_iter, batch_size)), [])
+    workers = default_workers() if workers is None else workers
+    parsed, raw = [], {}
+    for batch, batch_raw in ordered_map(partial(task, keep_raw=keep_raw), batches,
+                                        workers if len(units) > batch_size else 1):
+        parsed.append(batch)
+        raw.update(batch_raw)
+    return pa.Table.from_batches(parsed, schema=REPORT_ROWS), raw

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 _HEADING = re.compile(r"\n ([A-Z ()/,-]+):\s", re.DOTALL)
 
@@ -93,9 +94,10 @@ _VIEW_PHRASE = re.compile(
 _PARAGRAPH = "\n \n"
 
 
+@lru_cache(maxsize=4096)
 def normalize_section_name(name: str) -> str:
     name = name.lower().strip()
-    if name in _CANONICAL:
+    if name in _CANDIDATE_NAMES:
         return _CANONICAL[name]
     for main in _MAIN:
         if main in name:
@@ -105,6 +107,9 @@ def normalize_section_name(name: str) -> str:
     return name
 
 
+_CANDIDATE_NAMES = frozenset(_CANONICAL)
+
+
 @dataclass(frozen=True)
 class Section:
     name: str
@@ -112,32 +117,34 @@ class Section:
     start: int
 
 
+def _sections(text: str) -> list[tuple[str, str, int]]:
+    """(name, text, start) per section: the rules of :func:`split_sections` on plain tuples."""
+    matches = list(_HEADING.finditer(text))
+    if not matches:
+        sections = [("full report", text, 0)]
+    else:
+        # a heading's body runs to the next heading; the search resumes at the end of the heading
+        # line, and no heading can start before that line's newline, so finditer finds the same ones
+        sections = [("preamble", text[: matches[0].start(1)], 0)]
+        ends = [m.start() for m in matches[1:]] + [len(text)]
+        for match, end in zip(matches, ends):
+            start = match.end()
+            sections.append((normalize_section_name(match.group(1)), text[start:end], start))
+    sections = [s for s in sections if not (s[0] in _MAIN_TWO and not s[1].strip())]
+    if _PARAGRAPH in sections[-1][1] and not any(s[0] in _MAIN_TWO for s in sections):
+        name, body, start = sections[-1]
+        head, *rest = body.split(_PARAGRAPH)
+        sections[-1] = (name, head, start)
+        sections.append(("last_paragraph", _PARAGRAPH.join(rest), start + len(head)))
+    return sections
+
+
+_MAIN_TWO = ("impression", "findings")
+
+
 def split_sections(text: str) -> list[Section]:
     """Split a raw report into named sections (see module docstring for the rules)."""
-    first = _HEADING.search(text)
-    if first is None:
-        sections = [Section("full report", text, 0)]
-    else:
-        sections = [Section("preamble", text[: first.start(1)], 0)]
-        match = first
-        while match is not None:
-            name = match.group(1)
-            body_start = match.end()
-            newline = text.find("\n", body_start)
-            resume = body_start + (newline - body_start if newline != -1 else 0)
-            match = _HEADING.search(text, resume)
-            body_end = match.start() if match is not None else len(text)
-            sections.append(Section(normalize_section_name(name), text[body_start:body_end], body_start))
-
-    sections = [s for s in sections
-                if not (s.name in ("impression", "findings") and not s.text.strip())]
-    names = {s.name for s in sections}
-    if "impression" not in names and "findings" not in names and _PARAGRAPH in sections[-1].text:
-        last = sections[-1]
-        head, *rest = last.text.split(_PARAGRAPH)
-        sections[-1] = Section(last.name, head, last.start)
-        sections.append(Section("last_paragraph", _PARAGRAPH.join(rest), last.start + len(head)))
-    return sections
+    return [Section(*section) for section in _sections(text)]
 
 
 def clean(text: str | None) -> str:
@@ -153,15 +160,14 @@ STUDY_SECTIONS = ("findings", "impression", "last_paragraph", "indication", "his
 def study_sections(text: str) -> dict[str, str]:
     """The last occurrence of each section of interest, whitespace-cleaned ("" when absent)."""
     out = dict.fromkeys(STUDY_SECTIONS, "")
-    for sec in split_sections(text):
-        if sec.name in out:
-            out[sec.name] = clean(sec.text)
+    for name, body, _ in _sections(text):
+        if name in out:
+            out[name] = " ".join(body.split())
     return out
 
 
 def nle_report_text(text: str) -> str:
     """The text MIMIC-NLE numbers its sentences in: every impression and findings section in
     report order, newlines removed, concatenated, with one pass of double-space collapsing."""
-    parts = [s.text.replace("\n", "") for s in split_sections(text)
-             if s.name in ("impression", "findings")]
+    parts = [body.replace("\n", "") for name, body, _ in _sections(text) if name in _MAIN_TWO]
     return "".join(parts).replace("  ", " ")

@@ -56,10 +56,10 @@ from ..quality.audit_report import SUMMARY as AUDIT_SUMMARY
 from ..quality.review.decisions import (
     ACCEPT,
     REJECT,
-    decisions_path,
     for_rows,
     read_decisions,
     review_structs,
+    reviews_dir,
     stale_samples,
 )
 from ..stage import StageSpec
@@ -99,7 +99,9 @@ def dataset_config_hash(params: dict[str, Any]) -> str:
 def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
     cfg = load_config(params)
     templates_dir = (params.get("plan") or {}).get("templates_dir")
-    inputs = [wd.table("plan"), cache_dir(wd), wd.table("audit"), decisions_path(wd), *template_files(templates_dir)]
+    # the reviews folder (the audit stage creates it): a missing decisions file is no decision, and DVC needs the
+    # dependency to exist
+    inputs = [wd.table("plan"), cache_dir(wd), wd.table("audit"), reviews_dir(wd), *template_files(templates_dir)]
     outputs = [wd.shards(cfg.version), *([wd.exports / cfg.version] if cfg.exports else []), wd.report(SUMMARY),
                wd.report(AUDIT_SUMMARY), wd.report(HTML), wd.report(MARKDOWN)]
     return StageSpec("assemble", inputs, outputs)
