@@ -117,6 +117,10 @@ def test_append_turns_equals_list_concatenation():
     assert out.to_pylist() == [h + [{"role": "user", "content": q}] + ([] if a is None else
                                                                        [{"role": "assistant", "content": a}])
                                for h, q, a in zip(histories, questions, answers)]
+    order = np.random.default_rng(4).permutation(60)  # rows reordered in the same take
+    reordered = append_turns(column, ("assistant", arr([answers[i] for i in order])), order=order)
+    assert reordered.to_pylist() == [histories[i] + ([] if answers[i] is None else
+                                                     [{"role": "assistant", "content": answers[i]}]) for i in order]
     empty = turns(np.zeros(2, dtype=np.int64), arr([]), arr([]))  # one row without turns
     assert append_turns(empty, ("user", arr(["q"]))).to_pylist() == [[{"role": "user", "content": "q"}]]
 

@@ -210,27 +210,32 @@ def lengths_of(column: pa.ListArray | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def append_turns(history: pa.ListArray | pa.ChunkedArray, *more: tuple[str, Text]) -> pa.ListArray:
+def append_turns(history: pa.ListArray | pa.ChunkedArray, *more: tuple[str, Text],
+                 order: np.ndarray | pa.Array | None = None) -> pa.ListArray:
     """Each row's turns followed by one turn per ``(role, contents)`` of ``more`` (a null content
-    adds no turn): ``history + [{"role": r, "content": c}, ...]``."""
+    adds no turn): ``history + [{"role": r, "content": c}, ...]``. With ``order`` the result's row i
+    is built from ``history`` row ``order[i]`` (one take instead of a take per reordering); the
+    ``more`` values are aligned with the result."""
     offsets, roles, contents = parts_of(history)
-    n = len(offsets) - 1
-    old = np.diff(offsets)
+    rows = np.arange(len(offsets) - 1) if order is None else np.asarray(order, dtype=np.int64)
+    n = len(rows)
+    old = np.diff(offsets)[rows]
     extra = [(role, strings(values)) for role, values in more]
     present = [np.asarray(v.is_valid().to_numpy(zero_copy_only=False), dtype=bool) for _, v in extra]
     lengths = old + sum((p.astype(np.int64) for p in present), np.zeros(n, dtype=np.int64))
     new_offsets = np.concatenate([[0], np.cumsum(lengths)])
-    # where each source element lands: old turns first, then each appended turn in order
+    # where each element comes from: the row's old turns first, then each appended turn in order
     pool_roles = [roles] + [pick_strings((role,), np.zeros(n, dtype=np.int64)) for role, _ in extra]
     pool_contents = [contents] + [v for _, v in extra]
     index = np.empty(int(new_offsets[-1]), dtype=np.int64)
     owner = np.repeat(np.arange(n), old)
-    index[new_offsets[:-1][owner] + (np.arange(len(owner)) - offsets[:-1][owner])] = np.arange(len(owner))
+    local = np.arange(len(owner)) - np.repeat(np.cumsum(old) - old, old)
+    index[new_offsets[:-1][owner] + local] = offsets[:-1][rows][owner] + local
     at = new_offsets[:-1] + old
-    base = len(owner)
+    base = len(roles)
     for p in present:
-        rows = np.flatnonzero(p)
-        index[at[rows]] = base + rows
+        hit = np.flatnonzero(p)
+        index[at[hit]] = base + hit
         at = at + p
         base += n
     take = pa.array(index)

@@ -2,9 +2,10 @@
 
 GX cannot look inside list / struct columns, and its pandas engine copies the frame for every
 conditional expectation and hashes it once per run, so the validate stage gives GX a compact flat
-frame (:func:`flat_frame`): a presence marker (True / null) for every column the suites only check
-for nulls (the nested ones, the texts, the paths), categoricals for the value-checked columns with
-few values, ``sample_id`` and ``split`` as strings, and the columns computed here:
+frame (:func:`flat_frame`): a presence marker (a masked boolean, True / NA) for every column the
+suites only check for nulls (the nested ones, the texts, the paths), categoricals for the
+value-checked columns with few values, ``sample_id`` and ``split`` as (Arrow-backed) strings, and the
+columns computed here:
 
 * ``messages_ok`` — at least one turn, an even number of turns alternating user / assistant from a
   user turn, every turn present with a non-blank content;
@@ -157,7 +158,9 @@ STRINGS = ("sample_id", "split")
 
 
 def _marker(column: pa.ChunkedArray | pa.Array) -> pd.Series:
-    return pd.Series(np.where(_bool(column.is_valid()), True, None), dtype=object)
+    """True where the value is set, NA where it is null (a masked boolean: no Python objects)."""
+    valid = _bool(column.is_valid())
+    return pd.Series(pd.arrays.BooleanArray(np.ones(len(valid), dtype=bool), ~valid))
 
 
 def _lengths(values: pa.Array) -> np.ndarray:
@@ -172,7 +175,7 @@ def flat_frame(table: pa.Table, shard_split: str) -> pd.DataFrame:
     for field in table.schema:
         column = table.column(field.name)
         if field.name in STRINGS and pa.types.is_string(field.type):
-            columns[field.name] = pd.Series(column.to_pylist(), dtype=object)
+            columns[field.name] = column.to_pandas().reset_index(drop=True)
         elif field.name in CATEGORIES and pa.types.is_string(field.type):
             columns[field.name] = column.dictionary_encode().to_pandas().reset_index(drop=True)
         elif pa.types.is_boolean(field.type):
@@ -182,7 +185,7 @@ def flat_frame(table: pa.Table, shard_split: str) -> pd.DataFrame:
     messages, history = Turns.of(table, "messages"), Turns.of(table, "history")
     instruction, output = _string(table, "instruction"), _string(table, "output")
     derived = {
-        "shard_split": pd.Series([shard_split] * table.num_rows, dtype=object),
+        "shard_split": pd.Series([shard_split] * table.num_rows, dtype="str"),
         "messages_ok": messages_ok(messages),
         "turns_match": turns_match(messages, history, instruction),
         "answer_equals_output": answer_equals_output(messages, output),

@@ -249,16 +249,15 @@ def generation_structs(generations: pa.Table, at: np.ndarray, hashes: pa.Array) 
 def shard_table(part: pa.Table, index: RowIndex) -> pa.Table:
     """One shard's plan rows (with ``_row``, their plan position) as sample rows ordered by
     ``sample_id``: replay rows get their answer, ``generation``, ``audit`` and ``review``."""
-    part = part.take(pc.sort_indices(part.column("sample_id")))
-    at_rows = part.column("_row").combine_chunks()
-    info = index.rows.take(at_rows)
+    order = pc.sort_indices(part.column("sample_id"))
+    info = index.rows.take(part.column("_row").take(order))
     cache_at = _positions(info.column("cache_at"))
     replay = cache_at >= 0
     hashes = info.column("request_hash").combine_chunks()
     answer = answers(index.generations, _nullable(cache_at))
-    columns = {name: part.column(name) for name in CARRIED}
-    columns["output"] = pc.coalesce(answer, part.column("output").combine_chunks())
-    columns["messages"] = append_turns(part.column("messages"), (ASSISTANT, answer))
+    columns = {name: part.column(name).take(order) for name in CARRIED if name != "messages"}
+    columns["output"] = pc.coalesce(answer, columns["output"].combine_chunks())
+    columns["messages"] = append_turns(part.column("messages"), (ASSISTANT, answer), order=order.to_numpy())
     columns["generation"] = generation_structs(index.generations, cache_at, hashes)
     audit_at = _positions(info.column("audit_at"))
     columns["audit"] = pa.nulls(part.num_rows, schemas.AUDIT_TYPE) if index.audits is None else \
@@ -266,7 +265,7 @@ def shard_table(part: pa.Table, index: RowIndex) -> pa.Table:
     review = pa.nulls(part.num_rows, schemas.REVIEW_TYPE)
     if replay.any():
         rows = pa.array(np.flatnonzero(replay))
-        structs = review_structs(for_rows(index.decisions, part.column("sample_id").take(rows), hashes.take(rows)))
+        structs = review_structs(for_rows(index.decisions, columns["sample_id"].take(rows), hashes.take(rows)))
         review = structs.take(_nullable(np.where(replay, np.cumsum(replay) - 1, -1)))
     columns["review"] = review
     columns["pipeline_version"] = pa.array([PIPELINE_VERSION], pa.string()).take(np.zeros(part.num_rows, np.int64))
