@@ -7,12 +7,14 @@ import math
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from radialog_instruct.tasks.augment.balancing import balance_yes_no
 from radialog_instruct.tasks.augment.context_dropping import MODES, draw_modes, partial_report
 from radialog_instruct.tasks.errors import ConfigError
 from radialog_instruct.tasks.hashing import units
+from radialog_instruct.tasks.instruct import base
 from radialog_instruct.tasks.instruct.base import BuildContext
 from radialog_instruct.tasks.instruct.correction import label_masks
 from radialog_instruct.tasks.instruct.findings_qa import binary_questions
@@ -163,7 +165,7 @@ def test_view_classification_context_dropping_on_request(planned_workdir, demo_p
     params = {**demo_params, "plan": {**demo_params["plan"], "view_classification_context": "context_dropping"}}
     cfg = load_config(params)
     ctx = BuildContext(seed=demo_params["seed"], preset=effective_preset(cfg))
-    rows = BUILDERS["view_classification"](ctx, load_inputs(ctx, planned_workdir)).to_pandas()
+    rows = pa.concat_tables(BUILDERS["view_classification"](ctx, load_inputs(ctx, planned_workdir))).to_pandas()
     assert set(rows["context_mode"]) == set(MODES)
     assert any(len(h) == 2 for h in rows["history"])
     default = effective_preset(load_config(demo_params))
@@ -289,3 +291,12 @@ def test_adding_images_does_not_move_existing_rows(planned_workdir, demo_params)
                                            "easy_language", "summarization", "region_qa"])]
     for col in ("instruction", "output", "template_id", "context_mode", "task_mode"):
         assert part.loc[stable, col].equals(full.loc[stable, col]), col
+
+
+@pytest.mark.parametrize("preset", ["radialog-v1.1", "radialog-v1"])
+def test_batches_build_the_same_plan(planned_workdir, demo_params, monkeypatch, preset):
+    """Builders assemble their text batch by batch: small batches give the same rows in the same order."""
+    ctx = BuildContext(seed=demo_params["seed"], preset=get_preset(preset))
+    whole = build_plan(ctx, load_inputs(ctx, planned_workdir))
+    monkeypatch.setattr(base, "BATCH_ROWS", 37)
+    assert build_plan(ctx, load_inputs(ctx, planned_workdir)).equals(whole)

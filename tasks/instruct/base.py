@@ -12,7 +12,7 @@ arrays; no per-row Python objects are made except where a row's text needs Pytho
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -200,13 +200,19 @@ def finish(meta: dict[str, Any], *, task: str, ctx: BuildContext, keys: Keys, hi
     return pa.Table.from_arrays([column(columns[f.name], n, f.type) for f in PLAN], schema=PLAN)
 
 
-def by_key(rows: pd.DataFrame, keys: Keys) -> tuple[pd.DataFrame, Keys]:
-    """``rows`` and ``keys`` in key order: the plan's order within a task, so that the task's
-    columns are built in their final order."""
+#: rows a builder assembles at once: a task's text is built and written batch by batch
+BATCH_ROWS = 50_000
+
+
+def key_batches(rows: pd.DataFrame, keys: Keys, *aligned: np.ndarray) -> Iterator[tuple[Any, ...]]:
+    """``rows`` with their ``keys`` (and any arrays ``aligned`` with them) in key order, the plan's
+    order within a task, :data:`BATCH_ROWS` rows at a time: ``(rows, keys, *aligned)`` per batch. Builders make
+    their decisions over the whole task first and assemble the text per batch, so memory holds one
+    batch's columns, not the task's."""
     order = np.asarray(pc.sort_indices(keys.values).to_numpy(), dtype=np.int64)
-    if (order == np.arange(len(order))).all():
-        return rows, keys
-    return rows.iloc[order], keys.take(order)
+    for start in range(0, len(order), BATCH_ROWS):
+        at = order[start:start + BATCH_ROWS]
+        yield (rows.iloc[at], keys.take(at), *(np.asarray(a)[at] for a in aligned))
 
 
 def keyed(task: str, *parts: pd.Series | str) -> Keys:

@@ -17,6 +17,7 @@ original fidelity) and joined "a, b and c".
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -27,7 +28,7 @@ import pyarrow.compute as pc
 
 from ..labeling.conditions import FINDINGS
 from ..text.sentences import join_names
-from .base import BuildContext, Keys, by_key, column, finish, keyed, mimic_meta, report_history
+from .base import BuildContext, Keys, column, finish, key_batches, keyed, mimic_meta, report_history
 from .columns import ASSISTANT, USER, concat, pick_strings, scatter, strings, turns
 from .fidelity import condition_name
 from .inputs import PlanInputs, positive_mask
@@ -126,20 +127,26 @@ def generator_prompts(gen: dict[str, str], add: np.ndarray, remove: np.ndarray, 
     return pick_strings(texts, inverse.reshape(-1))
 
 
-def build(ctx: BuildContext, inputs: PlanInputs) -> pa.Table:
+def build(ctx: BuildContext, inputs: PlanInputs) -> Iterator[pa.Table]:
     rows = inputs.part(TASK)
-    rows, keys = by_key(rows, keyed(TASK, rows["dicom_id"]))
-    if inputs.predictions is not None:
-        predicted = from_predictions(rows, inputs.predictions)
-    else:
-        predicted = retrieve_reports(ctx, rows, inputs.images[inputs.images["has_findings"].fillna(False).astype(bool)])
-    own = label_masks(rows)
-    add, remove = own & ~predicted.mask, predicted.mask & ~own
-    usable = np.asarray(predicted.report.is_valid().to_numpy(zero_copy_only=False), dtype=bool) & ((add | remove) != 0)
+    pool = inputs.images[inputs.images["has_findings"].fillna(False).astype(bool)]
     inputs.notes["correction_candidates"] = len(rows)
-    inputs.notes["correction_dropped_no_error"] = int((~usable).sum())
-    rows, predicted, add, remove = rows[usable], predicted.filter(usable), add[usable], remove[usable]
-    keys = keys.take(np.flatnonzero(usable))
+    inputs.notes["correction_dropped_no_error"] = 0
+    for batch, keys in key_batches(rows, keyed(TASK, rows["dicom_id"])):
+        predicted = from_predictions(batch, inputs.predictions) if inputs.predictions is not None else \
+            retrieve_reports(ctx, batch, pool)
+        own = label_masks(batch)
+        add, remove = own & ~predicted.mask, predicted.mask & ~own
+        usable = np.asarray(predicted.report.is_valid().to_numpy(zero_copy_only=False), dtype=bool) & ((add | remove) != 0)
+        inputs.notes["correction_dropped_no_error"] += int((~usable).sum())
+        if usable.any():
+            yield build_batch(ctx, batch[usable], keys.take(np.flatnonzero(usable)), predicted.filter(usable),
+                              add[usable], remove[usable])
+
+
+def build_batch(ctx: BuildContext, rows: pd.DataFrame, keys: Keys, predicted: Predicted, add: np.ndarray,
+                remove: np.ndarray) -> pa.Table:
+    """The correction rows with an erroneous report (``add`` / ``remove``: the findings masks)."""
     modes = np.where((add != 0) & (remove != 0), "both", np.where(add != 0, "add", "remove"))
     add_text, remove_text = name_lists(add, ctx.original), name_lists(remove, ctx.original)
     texts, template_ids, positions = [], [], []

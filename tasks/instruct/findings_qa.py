@@ -14,13 +14,25 @@ in the original fidelity. Context dropping applies where the preset says so.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from ..hashing import pick
 from ..labeling.conditions import FINDINGS
-from .base import BuildContext, Keys, by_key, context_histories, findings_listing, finish, keyed, mimic_meta, user_turns
+from .base import (
+    BuildContext,
+    Keys,
+    context_histories,
+    findings_listing,
+    finish,
+    key_batches,
+    keyed,
+    mimic_meta,
+    user_turns,
+)
 from .columns import pick_strings, scatter
 from .fidelity import condition_name, near_equal_blocks
 from .inputs import PlanInputs, positive_mask
@@ -40,11 +52,16 @@ def binary_questions(ctx: BuildContext, rows: pd.DataFrame, keys: Keys | pd.Seri
     return column, np.where(ask_positive, "yes", "no")
 
 
-def build(ctx: BuildContext, inputs: PlanInputs) -> pa.Table:
+def build(ctx: BuildContext, inputs: PlanInputs) -> Iterator[pa.Table]:
     rows = inputs.part(TASK)
-    rows, keys = by_key(rows, keyed(TASK, rows["dicom_id"]))
+    keys = keyed(TASK, rows["dicom_id"])
     u = ctx.draw(f"{TASK}:mode", keys)
     modes = near_equal_blocks(u, ["binary", "complete"]) if ctx.original else np.where(u < 0.5, "complete", "binary")
+    for batch, keys, batch_modes in key_batches(rows, keys, modes):
+        yield build_batch(ctx, batch, keys, batch_modes)
+
+
+def build_batch(ctx: BuildContext, rows: pd.DataFrame, keys: Keys, modes: np.ndarray) -> pa.Table:
     history, context_modes = context_histories(ctx, TASK, keys, rows)
     texts, answers, template_ids, positions = [], [], [], []
     for mode in ("complete", "binary"):

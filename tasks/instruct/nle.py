@@ -12,11 +12,13 @@ names and the target is the sentence stripped at its ends.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .base import BuildContext, by_key, finish, keyed, mimic_meta, report_history
+from .base import BuildContext, finish, key_batches, keyed, mimic_meta, report_history
 from .columns import collapse_whitespace, concat, strings, strip
 from .fidelity import condition_name
 from .inputs import PlanInputs, representative_images
@@ -41,18 +43,18 @@ def joined_names(lists: pa.ListArray | pa.ChunkedArray, original: bool) -> pa.Ar
     return pc.binary_join(pa.ListArray.from_arrays(offsets, concat(names, seps)), "")
 
 
-def build(ctx: BuildContext, inputs: PlanInputs) -> pa.Table:
+def build(ctx: BuildContext, inputs: PlanInputs) -> Iterator[pa.Table]:
     nle = inputs.nle[inputs.nle["in_findings"] & (inputs.nle["diagnoses"].map(len) > 0)]
     if ctx.original:
         nle = nle[nle["nle_split"] == "train"]
     images = representative_images(inputs.images[inputs.images["has_findings"].fillna(False).astype(bool)])
     rows = nle[["sentence_id", "study_id", "nle", "diagnoses"]].merge(images, on="study_id", how="inner")
     rows = rows.sort_values("sentence_id", kind="stable").reset_index(drop=True)
-    rows, keys = by_key(rows, keyed(TASK, rows["sentence_id"]))
-    diagnoses = pa.array(rows["diagnoses"], pa.list_(pa.string()))
-    asked = ctx.instructions(TASK, "default", keys, conditions=joined_names(diagnoses, ctx.original))
-    sentences = strings(rows["nle"])
-    targets = strip(sentences) if ctx.original else collapse_whitespace(sentences)
-    return finish(mimic_meta(rows, keys, source_ref=rows["sentence_id"], source="mimic-nle"), task=TASK, ctx=ctx,
-                  keys=keys, history=report_history(ctx, rows["structured_findings"], rows["findings"]),
-                  instructions=asked.texts, outputs=targets, template_ids=asked.template_ids)
+    for batch, keys in key_batches(rows, keyed(TASK, rows["sentence_id"])):
+        diagnoses = pa.array(batch["diagnoses"], pa.list_(pa.string()))
+        asked = ctx.instructions(TASK, "default", keys, conditions=joined_names(diagnoses, ctx.original))
+        sentences = strings(batch["nle"])
+        targets = strip(sentences) if ctx.original else collapse_whitespace(sentences)
+        yield finish(mimic_meta(batch, keys, source_ref=batch["sentence_id"], source="mimic-nle"), task=TASK, ctx=ctx,
+                     keys=keys, history=report_history(ctx, batch["structured_findings"], batch["findings"]),
+                     instructions=asked.texts, outputs=targets, template_ids=asked.template_ids)

@@ -1,14 +1,15 @@
 """The plan stage: decide every sample before any model runs.
 
 Reads the ingest and label tables, builds each task of the allocation preset with its builder
-(an Arrow table per task, :mod:`.base`) and writes ``interim/plan.parquet`` (schema
-:data:`schemas.PLAN`, rows ordered by task then sample key; one task at a time, in row groups of
-:data:`ROW_GROUP_ROWS`) and ``reports/plan-summary.json``. Replay rows carry ``gen_messages``, the
+(Arrow tables, batch by batch in key order, :mod:`.base`) and writes ``interim/plan.parquet``
+(schema :data:`schemas.PLAN`, rows ordered by task then sample key; each batch as it is built, in
+row groups of at most :data:`ROW_GROUP_ROWS`) and ``reports/plan-summary.json``. Replay rows carry ``gen_messages``, the
 conversation the generate stage answers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -118,18 +119,23 @@ def load_inputs(ctx: BuildContext, wd: Workdir) -> PlanInputs:
                       radrestruct=tables["radrestruct_qa"], predictions=predictions)
 
 
-def build_task(ctx: BuildContext, inputs: PlanInputs, task: str) -> pa.Table:
-    """One task's rows ordered by sample key; in the original fidelity the instruct tasks' rows go
-    through the original's fuse step (rows it would have failed on are dropped and counted)."""
-    table = BUILDERS[task](ctx, inputs)
-    if ctx.original and task != REPORT_GENERATION and table.num_rows:
-        table, dropped = fuse_rows(table)
-        if dropped:
-            inputs.notes[f"{task}_dropped_by_fuse_format"] = dropped
-    keys = table.column("sample_key")
-    if table.num_rows > 1 and not pc.all(pc.less(keys[:-1], keys[1:])).as_py():  # builders order by key
-        table = table.take(pc.sort_indices(keys))
-    return table
+def task_batches(ctx: BuildContext, inputs: PlanInputs, task: str) -> Iterator[pa.Table]:
+    """One task's rows batch by batch, in key order; in the original fidelity the instruct tasks' rows
+    go through the original's fuse step (rows it would have failed on are dropped and counted)."""
+    last = None
+    for table in BUILDERS[task](ctx, inputs):
+        if ctx.original and task != REPORT_GENERATION and table.num_rows:
+            table, dropped = fuse_rows(table)
+            if dropped:
+                note = f"{task}_dropped_by_fuse_format"
+                inputs.notes[note] = inputs.notes.get(note, 0) + dropped
+        if not table.num_rows:
+            continue
+        keys = table.column("sample_key")
+        if not pc.all(pc.less(keys[:-1], keys[1:])).as_py() or (last is not None and last >= keys[0].as_py()):
+            raise RuntimeError(f"the {task} builder gave rows out of key order")
+        last = keys[-1].as_py()
+        yield table
 
 
 def tasks_of(ctx: BuildContext) -> list[str]:
@@ -138,7 +144,8 @@ def tasks_of(ctx: BuildContext) -> list[str]:
 
 def build_plan(ctx: BuildContext, inputs: PlanInputs) -> pa.Table:
     """Every task of the preset in one table (rows ordered by task, then sample key)."""
-    return check_plan(pa.concat_tables([build_task(ctx, inputs, task) for task in tasks_of(ctx)]))
+    tables = [table for task in tasks_of(ctx) for table in task_batches(ctx, inputs, task)]
+    return check_plan(pa.concat_tables(tables) if tables else PLAN.empty_table())
 
 
 def check_plan(plan: pa.Table) -> pa.Table:
@@ -167,28 +174,27 @@ class Summary:
         if not table.num_rows:
             return
         self.rows += table.num_rows
-        self.per_task[task] = table.num_rows
+        self.per_task[task] = self.per_task.get(task, 0) + table.num_rows
         self.replay_rows += table.num_rows - table.column("gen_messages").null_count
         for name, target in (("split", self.per_task_split), ("context_mode", self.context_modes)):
             counts = pc.value_counts(table.column(name))
             for value, n in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()):
-                target[f"{task}/{value}"] = n
+                target[f"{task}/{value}"] = target.get(f"{task}/{value}", 0) + n
 
 
 def write_plan(ctx: BuildContext, inputs: PlanInputs, path: Any) -> Summary:
-    """Build the plan task by task into ``path`` (atomically); every task's table is written as
-    soon as it is built, so at most one task's rows are in memory."""
+    """Build the plan into ``path`` (atomically), task by task and batch by batch: each batch is
+    written as soon as it is built, so one batch's columns are in memory, not the plan's."""
     schema = with_pandas_metadata(PLAN, OBJECT_COLUMNS)
     summary, ids = Summary(), []
     with atomic_path(path) as tmp:
         with pq.ParquetWriter(tmp, schema, compression=PARQUET_COMPRESSION, write_statistics=True) as writer:
             for task in tasks_of(ctx):
-                table = build_task(ctx, inputs, task)
-                summary.add(task, table)
-                ids.append(table.select(["sample_id", "sample_key"]))
-                writer.write_table(table.replace_schema_metadata(schema.metadata), row_group_size=ROW_GROUP_ROWS)
-                del table
-        check_plan(pa.concat_tables(ids))
+                for table in task_batches(ctx, inputs, task):
+                    summary.add(task, table)
+                    ids.append(table.select(["sample_id", "sample_key"]))
+                    writer.write_table(table.replace_schema_metadata(schema.metadata), row_group_size=ROW_GROUP_ROWS)
+        check_plan(pa.concat_tables(ids) if ids else PLAN.empty_table())
     return summary
 
 

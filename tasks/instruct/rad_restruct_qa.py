@@ -9,13 +9,15 @@ use the single-choice wording. The answer is the answer list joined with ", ".
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..augment.balancing import balance_yes_no
-from .base import BuildContext, Keys, by_key, finish, keyed
+from .base import BuildContext, Keys, finish, key_batches, keyed
 from .columns import concat, format_rows, lengths_of, no_turns, scatter, strings
 from .inputs import PlanInputs
 from .presets import RAD_RESTRUCT_QA
@@ -49,35 +51,35 @@ def expand_images(qa: pd.DataFrame, splits: tuple[str, ...]) -> pd.DataFrame:
     return rows
 
 
-def build(ctx: BuildContext, inputs: PlanInputs) -> pa.Table:
+def build(ctx: BuildContext, inputs: PlanInputs) -> Iterator[pa.Table]:
     template = ctx.templates(TASK)
     rows = expand_images(inputs.radrestruct, ctx.splits)
     rows, stats = balance_yes_no(rows, ctx.seed)
     inputs.notes.update({f"rad_restruct_{k}": v for k, v in stats.items()})
     rows = rows.reset_index(drop=True)
-    n = len(rows)
-    rows, keys = by_key(rows, Keys.of(rows["sample_key"]))
-    modes = np.where(rows["answer_type"].to_numpy() == "multi_choice", "multi_choice", "single_choice")
-    options = pc.binary_join(pa.array(rows["options"], pa.list_(pa.string())), ", ")
-    questions = strings(rows["question"])
-    texts, template_ids, positions = [], [], []
-    for mode in ("single_choice", "multi_choice"):
-        idx = np.flatnonzero(modes == mode)
-        at = pa.array(idx)
-        asked = ctx.instructions(TASK, mode, keys.take(idx), options=options.take(at), question=questions.take(at))
-        texts.append(asked.texts)
-        template_ids.append(asked.template_ids)
-        positions.append(idx)
-    history = serialise_history(pa.array(rows["history"], HISTORY_TYPE), template.extra)
-    instructions = concat(ctx.conversation.image_prefix, history, scatter(texts, positions, n))
-    image_id = strings(rows["image_id"])
-    meta = {
-        "sample_key": keys.values, "split": rows["split"], "task_mode": modes, "source": "rad-restruct",
-        "source_ref": concat(strings(rows["report_id"]), "#", pa.array(rows["qa_index"]).cast(pa.string())),
-        "subject_id": None, "study_id": None, "dicom_id": image_id,
-        "image_path": concat(IMAGE_DIR + "/", image_id, ".png"), "view_position": None,
-        "structured_findings": None, "labeler": None,
-    }
-    return finish(meta, task=TASK, ctx=ctx, keys=keys, history=no_turns(n), instructions=instructions,
-                  outputs=pc.binary_join(pa.array(rows["answers"], pa.list_(pa.string())), ", "),
-                  template_ids=scatter(template_ids, positions, n))
+    for batch, keys in key_batches(rows, Keys.of(rows["sample_key"])):
+        n = len(batch)
+        modes = np.where(batch["answer_type"].to_numpy() == "multi_choice", "multi_choice", "single_choice")
+        options = pc.binary_join(pa.array(batch["options"], pa.list_(pa.string())), ", ")
+        questions = strings(batch["question"])
+        texts, template_ids, positions = [], [], []
+        for mode in ("single_choice", "multi_choice"):
+            idx = np.flatnonzero(modes == mode)
+            at = pa.array(idx)
+            asked = ctx.instructions(TASK, mode, keys.take(idx), options=options.take(at), question=questions.take(at))
+            texts.append(asked.texts)
+            template_ids.append(asked.template_ids)
+            positions.append(idx)
+        history = serialise_history(pa.array(batch["history"], HISTORY_TYPE), template.extra)
+        instructions = concat(ctx.conversation.image_prefix, history, scatter(texts, positions, n))
+        image_id = strings(batch["image_id"])
+        meta = {
+            "sample_key": keys.values, "split": batch["split"], "task_mode": modes, "source": "rad-restruct",
+            "source_ref": concat(strings(batch["report_id"]), "#", pa.array(batch["qa_index"]).cast(pa.string())),
+            "subject_id": None, "study_id": None, "dicom_id": image_id,
+            "image_path": concat(IMAGE_DIR + "/", image_id, ".png"), "view_position": None,
+            "structured_findings": None, "labeler": None,
+        }
+        yield finish(meta, task=TASK, ctx=ctx, keys=keys, history=no_turns(n), instructions=instructions,
+                     outputs=pc.binary_join(pa.array(batch["answers"], pa.list_(pa.string())), ", "),
+                     template_ids=scatter(template_ids, positions, n))

@@ -1,9 +1,9 @@
 """Task name -> builder. A builder takes the build context and the plan inputs and returns the
-task's plan rows as an Arrow table (see :mod:`.base`)."""
+task's plan rows as Arrow tables, batch by batch in key order (see :mod:`.base`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 
 import pyarrow as pa
@@ -22,7 +22,7 @@ from .inputs import PlanInputs
 from .presets import EASY_LANGUAGE, REGION_QA, SUMMARIZATION
 from .replay import build_report_replay
 
-Builder = Callable[[BuildContext, PlanInputs], pa.Table]
+Builder = Callable[[BuildContext, PlanInputs], Iterator[pa.Table]]
 
 BUILDERS: dict[str, Builder] = {
     report_generation.TASK: report_generation.build,

@@ -10,24 +10,26 @@ the template's generation prompt (``Report: <findings>\\n<instruction>``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pyarrow as pa
 
-from .base import BuildContext, by_key, context_histories, finish, keyed, mimic_meta, user_turns
+from .base import BuildContext, context_histories, finish, key_batches, keyed, mimic_meta, user_turns
 from .columns import USER, format_rows, pick_strings, turns
 from .inputs import PlanInputs
 
 
-def build_report_replay(ctx: BuildContext, inputs: PlanInputs, task: str) -> pa.Table:
+def build_report_replay(ctx: BuildContext, inputs: PlanInputs, task: str) -> Iterator[pa.Table]:
     rows = inputs.part(task)
-    n = len(rows)
-    rows, keys = by_key(rows, keyed(task, rows["dicom_id"]))
     template = ctx.templates(task)
-    asked = ctx.instructions(task, "default", keys)
-    history, modes = context_histories(ctx, task, keys, rows)
-    request = format_rows(template.generation["prompt"], {"report": rows["findings"], "instruction": asked.texts}, n)
-    gen_messages = turns(np.arange(n + 1), pick_strings((USER,), np.zeros(n, dtype=np.int64)), request)
-    regions = pick_strings([v.region for v in template.variants("default")], asked.choice)
-    return finish(mimic_meta(rows, keys, task_mode=regions), task=task, ctx=ctx, keys=keys, history=history,
-                  instructions=user_turns(ctx, history, asked.texts), outputs=None,
-                  template_ids=asked.template_ids, context_mode=modes, gen_messages=gen_messages)
+    for batch, keys in key_batches(rows, keyed(task, rows["dicom_id"])):
+        n = len(batch)
+        asked = ctx.instructions(task, "default", keys)
+        history, modes = context_histories(ctx, task, keys, batch)
+        request = format_rows(template.generation["prompt"], {"report": batch["findings"], "instruction": asked.texts}, n)
+        gen_messages = turns(np.arange(n + 1), pick_strings((USER,), np.zeros(n, dtype=np.int64)), request)
+        regions = pick_strings([v.region for v in template.variants("default")], asked.choice)
+        yield finish(mimic_meta(batch, keys, task_mode=regions), task=task, ctx=ctx, keys=keys, history=history,
+                     instructions=user_turns(ctx, history, asked.texts), outputs=None,
+                     template_ids=asked.template_ids, context_mode=modes, gen_messages=gen_messages)

@@ -8,12 +8,14 @@ added up to 1/13 of those rows, picked by seeded rank.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from ..labeling.conditions import CONDITIONS, NO_FINDING, column
-from .base import BuildContext, by_key, findings_listing, finish, keyed, mimic_meta, report_generation_prompts
+from .base import BuildContext, findings_listing, finish, key_batches, keyed, mimic_meta, report_generation_prompts
 from .columns import no_turns
 from .inputs import PlanInputs, positive_mask
 from .presets import REPORT_GENERATION
@@ -44,12 +46,12 @@ def stratify(ctx: BuildContext, rows: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(out)
 
 
-def build(ctx: BuildContext, inputs: PlanInputs) -> pa.Table:
+def build(ctx: BuildContext, inputs: PlanInputs) -> Iterator[pa.Table]:
     rows = stratify(ctx, inputs.images[inputs.images["has_findings"].fillna(False).astype(bool)])
-    rows, keys = by_key(rows, keyed(TASK, rows["dicom_id"], rows["epoch"]))
     template = ctx.templates(TASK)
-    # the question names the positives as this project reads them, also in the original fidelity
-    questions = report_generation_prompts(ctx, findings_listing(rows["structured_findings"], original=False))
-    return finish(mimic_meta(rows, keys, task_mode=rows["stratum"]), task=TASK, ctx=ctx, keys=keys,
-                  history=no_turns(len(rows)), instructions=questions, outputs=rows["findings"],
-                  template_ids=template.template_id(template.variants("default")[0]))
+    for batch, keys in key_batches(rows, keyed(TASK, rows["dicom_id"], rows["epoch"])):
+        # the question names the positives as this project reads them, also in the original fidelity
+        questions = report_generation_prompts(ctx, findings_listing(batch["structured_findings"], original=False))
+        yield finish(mimic_meta(batch, keys, task_mode=batch["stratum"]), task=TASK, ctx=ctx, keys=keys,
+                     history=no_turns(len(batch)), instructions=questions, outputs=batch["findings"],
+                     template_ids=template.template_id(template.variants("default")[0]))
