@@ -119,6 +119,7 @@ GENERATION_FIELDS = {"sampling_params": "sampling"}  # struct field -> cache col
 
 
 def plan_file(wd: Workdir) -> pq.ParquetFile:
+    """The plan, read row group by row group by the stages that stream it."""
     read_parquet(wd.table("plan"), columns=["sample_id"])  # a missing or damaged plan: a one-line error
     return pq.ParquetFile(wd.table("plan"))
 
@@ -142,11 +143,11 @@ def plan_hashes(plan: pq.ParquetFile, params: dict[str, Any], wd: Workdir) -> pa
     parts = []
     for i in range(plan.num_row_groups):
         group = plan.read_row_group(i, columns=INDEX_COLUMNS)
-        replay = np.flatnonzero(np.asarray(group.column("gen_messages").is_valid().to_numpy(zero_copy_only=False)))
+        replay = np.asarray(group.column("gen_messages").is_valid().to_numpy(zero_copy_only=False), dtype=bool)
         hashes = pa.nulls(group.num_rows, pa.string())
-        if len(replay):
-            found = pa.array(request_hashes(group.take(pa.array(replay)), params, wd), pa.string())
-            hashes = pc.replace_with_mask(hashes, _mask(replay, group.num_rows), found)
+        if replay.any():
+            found = pa.array(request_hashes(group.filter(pa.array(replay)), params, wd), pa.string())
+            hashes = _spread(found, replay)
         parts.append(group.drop_columns(["template_version", "gen_messages"]).append_column("request_hash", hashes))
     if not parts:
         return pa.table({c: pa.array([], pa.string()) for c in ("sample_id", "split", "task", "labeler",
@@ -154,10 +155,9 @@ def plan_hashes(plan: pq.ParquetFile, params: dict[str, Any], wd: Workdir) -> pa
     return pa.concat_tables(parts).combine_chunks()
 
 
-def _mask(rows: np.ndarray, n: int) -> pa.Array:
-    mask = np.zeros(n, dtype=bool)
-    mask[rows] = True
-    return pa.array(mask)
+def _spread(values: pa.Array | pa.ChunkedArray, rows: np.ndarray) -> pa.Array:
+    """``values`` (one per row where ``rows`` is true) on all rows, null elsewhere."""
+    return values.take(_nullable(np.where(rows, np.cumsum(rows) - 1, -1)))
 
 
 def _nullable(positions: np.ndarray) -> pa.Array:
@@ -195,6 +195,7 @@ def answers(cache: pa.Table, at: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 def index_rows(plan: pq.ParquetFile, params: dict[str, Any], wd: Workdir, *, exclude_failed_audit: bool,
                rows_per_shard: int) -> RowIndex:
+    """The first pass: every plan row's generation, audit verdict, human decision and shard."""
     rows = plan_hashes(plan, params, wd)
     hashes = rows.column("request_hash")
     replay = pc.is_valid(hashes)
@@ -210,9 +211,8 @@ def index_rows(plan: pq.ParquetFile, params: dict[str, Any], wd: Workdir, *, exc
     decisions = read_decisions(wd)
     replay_rows = pc.indices_nonzero(replay)
     ids, replay_hashes = rows.column("sample_id").take(replay_rows), hashes.take(replay_rows)
-    applied = for_rows(decisions, ids, replay_hashes).column("decision")
-    is_replay = np.asarray(replay.to_numpy(zero_copy_only=False), dtype=bool)
-    decision = applied.take(_nullable(np.where(is_replay, np.cumsum(is_replay) - 1, -1)))
+    decision = _spread(for_rows(decisions, ids, replay_hashes).column("decision"),
+                       np.asarray(replay.to_numpy(zero_copy_only=False), dtype=bool))
     failed = pc.fill_null(pc.equal(verdict, "fail"), False)
     excluded = pc.or_(pc.and_(pc.and_(failed, pa.scalar(exclude_failed_audit)), pc.fill_null(pc.not_equal(decision, ACCEPT), True)),
                       pc.fill_null(pc.equal(decision, REJECT), False))
@@ -266,7 +266,7 @@ def shard_table(part: pa.Table, index: RowIndex) -> pa.Table:
     if replay.any():
         rows = pa.array(np.flatnonzero(replay))
         structs = review_structs(for_rows(index.decisions, columns["sample_id"].take(rows), hashes.take(rows)))
-        review = structs.take(_nullable(np.where(replay, np.cumsum(replay) - 1, -1)))
+        review = _spread(structs, replay)
     columns["review"] = review
     columns["pipeline_version"] = pa.array([PIPELINE_VERSION], pa.string()).take(np.zeros(part.num_rows, np.int64))
     return pa.Table.from_arrays([columns[f.name] for f in SAMPLE_SCHEMA],
