@@ -10,6 +10,7 @@ conversation the generate stage answers.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,7 +28,7 @@ from ..workdir import Workdir
 from .base import BuildContext, fuse_rows
 from .fidelity import AUTO, FIDELITIES, IMPROVED, ORIGINAL, ORIGINAL_SPLITS
 from .import_original import imported_origin
-from .inputs import PlanInputs, assign_parts, image_frame
+from .inputs import IMAGE_COLUMNS, LABEL_COLUMNS, REPORT_COLUMNS, PlanInputs, assign_parts, image_frame
 from .presets import ALL_TASKS, REPORT_GENERATION, VIEW_CLASSIFICATION, Preset, get_preset
 from .registry import BUILDERS
 from .templates import template_files
@@ -109,7 +110,9 @@ def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
 
 
 def load_inputs(ctx: BuildContext, wd: Workdir) -> PlanInputs:
-    images = image_frame(*(read_parquet(wd.table(name)) for name in ("reports", "images", "labels")), ctx.splits)
+    images = image_frame(read_parquet(wd.table("reports"), columns=REPORT_COLUMNS),
+                         read_parquet(wd.table("images"), columns=[*IMAGE_COLUMNS, "has_report"]),
+                         read_parquet(wd.table("labels"), columns=LABEL_COLUMNS), ctx.splits)
     tables = {name: read_parquet(wd.table(name)).to_pandas() for name in ("nle", "radrestruct_qa")}
     predictions = None  # without a predictions file the label stage writes an empty table
     if wd.table("prediction_labels").exists():
@@ -187,13 +190,19 @@ def write_plan(ctx: BuildContext, inputs: PlanInputs, path: Any) -> Summary:
     written as soon as it is built, so one batch's columns are in memory, not the plan's."""
     schema = with_pandas_metadata(PLAN, OBJECT_COLUMNS)
     summary, ids = Summary(), []
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, ThreadPoolExecutor(1) as background:
         with pq.ParquetWriter(tmp, schema, compression=PARQUET_COMPRESSION, write_statistics=True) as writer:
+            written = None  # a batch is compressed and written while the next one is built
             for task in tasks_of(ctx):
                 for table in task_batches(ctx, inputs, task):
                     summary.add(task, table)
                     ids.append(table.select(["sample_id", "sample_key"]))
-                    writer.write_table(table.replace_schema_metadata(schema.metadata), row_group_size=ROW_GROUP_ROWS)
+                    if written is not None:
+                        written.result()
+                    written = background.submit(writer.write_table, table.replace_schema_metadata(schema.metadata),
+                                                row_group_size=ROW_GROUP_ROWS)
+            if written is not None:
+                written.result()
         check_plan(pa.concat_tables(ids) if ids else PLAN.empty_table())
     return summary
 

@@ -316,7 +316,7 @@ def write_shards(plan: pq.ParquetFile, index: RowIndex, version_tmp: Path, cfg: 
         paths = buckets(plan, index, Path(tmp))
         pending: deque[tuple[str, Future, Future | None]] = deque()
         for folder, number in sorted(paths, key=lambda k: (order.index(k[0]), k[1])):
-            with pa.OSFile(str(paths[folder, number]), "rb") as source:
+            with pa.memory_map(str(paths[folder, number])) as source:  # zero-copy
                 table = shard_table(pa.ipc.open_stream(source).read_all(), index)
             paths[folder, number].unlink()
             pending.append((folder, writer.submit(write_shard, table, version_tmp / folder, number,
