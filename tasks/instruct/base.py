@@ -204,19 +204,22 @@ def finish(meta: dict[str, Any], *, task: str, ctx: BuildContext, keys: Keys, hi
 BATCH_ROWS = 50_000
 
 
-def key_batches(rows: pd.DataFrame, keys: Keys, *aligned: np.ndarray) -> Iterator[tuple[Any, ...]]:
-    """``rows`` with their ``keys`` (and any arrays ``aligned`` with them) in key order, the plan's
-    order within a task, :data:`BATCH_ROWS` rows at a time: ``(rows, keys, *aligned)`` per batch. Builders make
-    their decisions over the whole task first and assemble the text per batch, so memory holds one
-    batch's columns, not the task's."""
+def key_batches(rows: pd.DataFrame, keys: Keys, *aligned: np.ndarray,
+                positions: np.ndarray | None = None) -> Iterator[tuple[Any, ...]]:
+    """The task's rows with their ``keys`` (and any arrays ``aligned`` with them) in key order, the
+    plan's order within a task, :data:`BATCH_ROWS` rows at a time: ``(rows, keys, *aligned)`` per
+    batch. With ``positions`` the task's rows are those rows of ``rows`` (repeats allowed), taken
+    batch by batch. Builders make their decisions over the whole task first and assemble the text
+    per batch, so memory holds one batch's columns, not the task's."""
     order = np.asarray(pc.sort_indices(keys.values).to_numpy(), dtype=np.int64)
     for start in range(0, len(order), BATCH_ROWS):
         at = order[start:start + BATCH_ROWS]
-        yield (rows.iloc[at], keys.take(at), *(np.asarray(a)[at] for a in aligned))
+        yield (rows.iloc[at if positions is None else positions[at]], keys.take(at),
+               *(np.asarray(a)[at] for a in aligned))
 
 
-def keyed(task: str, *parts: pd.Series | str) -> Keys:
-    """Stable sample keys ``task:part1:part2...`` (parts are aligned Series or constants)."""
+def keyed(task: str, *parts: pd.Series | pa.Array | str) -> Keys:
+    """Stable sample keys ``task:part1:part2...`` (parts are aligned Series / arrays or constants)."""
     arrays = [p if isinstance(p, str) else column(p, len(p)) for p in parts]
     n = next(len(a) for a in arrays if not isinstance(a, str))
     return Keys.of(pc.binary_join_element_wise(task, *arrays, ":") if n else pa.array([], pa.string()))

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..labeling.conditions import FINDINGS
+from ..labeling.conditions import column as column_of
 from ..text.sentences import join_names
 from .base import BuildContext, Keys, column, finish, key_batches, keyed, mimic_meta, report_history
 from .columns import ASSISTANT, USER, concat, pick_strings, scatter, strings, turns
@@ -35,6 +36,8 @@ from .inputs import PlanInputs, positive_mask
 from .presets import CORRECTION
 
 TASK = CORRECTION
+#: what the retrieval reads of the images with findings
+POOL_COLUMNS = ["study_id", "subject_id", "split", "findings", *(column_of(c) for c in FINDINGS)]
 _NEIGHBOUR_FLIPS = [1 << i for i in range(len(FINDINGS))] + [
     (1 << i) | (1 << j) for i, j in combinations(range(len(FINDINGS)), 2)]
 
@@ -129,7 +132,7 @@ def generator_prompts(gen: dict[str, str], add: np.ndarray, remove: np.ndarray, 
 
 def build(ctx: BuildContext, inputs: PlanInputs) -> Iterator[pa.Table]:
     rows = inputs.part(TASK)
-    pool = inputs.images[inputs.images["has_findings"].fillna(False).astype(bool)]
+    pool = inputs.images.loc[inputs.images["has_findings"].fillna(False).astype(bool), POOL_COLUMNS]
     inputs.notes["correction_candidates"] = len(rows)
     inputs.notes["correction_dropped_no_error"] = 0
     for batch, keys in key_batches(rows, keyed(TASK, rows["dicom_id"])):

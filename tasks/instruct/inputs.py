@@ -15,6 +15,8 @@ from .fidelity import near_equal_blocks
 
 IMAGE_COLUMNS = ["dicom_id", "subject_id", "study_id", "split", "view_position", "image_path"]
 REPORT_COLUMNS = ["study_id", "findings", "impression", "has_findings", "has_impression"]
+#: the report columns joined to the images (the texts follow by row number)
+REPORT_FLAGS = ["study_id", "has_findings", "has_impression"]
 LABEL_COLUMNS = ["study_id", *CONDITION_COLUMNS, "structured_findings", "labeler"]
 
 #: Frontal views first when one image has to stand for a study.
@@ -40,12 +42,19 @@ class PlanInputs:
 
 def image_frame(reports: pa.Table, images: pa.Table, labels: pa.Table, splits: tuple[str, ...]) -> pd.DataFrame:
     """The images with a report in ``splits`` joined with their report and labels (Arrow joins),
-    ordered by split, subject, study and image."""
+    ordered by split, subject, study and image. The joins and the sort carry a row number of the
+    report, whose texts are taken once at the end."""
     keep = pc.and_(images.column("has_report"), pc.is_in(images.column("split"), value_set=pa.array(splits)))
+    texts = [c for c in REPORT_COLUMNS if c not in REPORT_FLAGS]
+    flags = reports.select(REPORT_FLAGS).append_column("_report", pa.array(np.arange(reports.num_rows)))
     frame = images.filter(keep).select(IMAGE_COLUMNS)
-    frame = frame.join(reports.select(REPORT_COLUMNS), "study_id", join_type="left outer", use_threads=False)
+    frame = frame.join(flags, "study_id", join_type="left outer", use_threads=False)
     frame = frame.join(labels.select(LABEL_COLUMNS), "study_id", join_type="left outer", use_threads=False)
     frame = frame.sort_by([(name, "ascending") for name in ("split", "subject_id", "study_id", "dicom_id")])
+    at = frame.column("_report")
+    frame = frame.drop_columns(["_report"])
+    for name in texts:
+        frame = frame.append_column(name, reports.column(name).take(at))
     out = frame.to_pandas()
     out["structured_findings"] = out["structured_findings"].fillna("")
     return out
@@ -73,7 +82,10 @@ def assign_parts(ctx: BuildContext, frame: pd.DataFrame) -> pd.Series:
 
 
 def representative_images(images: pd.DataFrame) -> pd.DataFrame:
-    """One image per study: PA before AP before other views, then by dicom_id."""
-    order = images.assign(_v=images["view_position"].map(VIEW_PREFERENCE).fillna(9))
-    order = order.sort_values(["study_id", "_v", "dicom_id"], kind="stable")
-    return order.drop_duplicates("study_id").drop(columns="_v")
+    """One image per study: PA before AP before other views, then by dicom_id (decided on those
+    columns alone; the chosen rows are taken at the end)."""
+    order = pd.DataFrame({"study_id": images["study_id"].to_numpy(),
+                          "_v": images["view_position"].map(VIEW_PREFERENCE).fillna(9).to_numpy(),
+                          "dicom_id": images["dicom_id"].to_numpy(), "_at": np.arange(len(images))})
+    order = order.sort_values(["study_id", "_v", "dicom_id"], kind="stable").drop_duplicates("study_id")
+    return images.iloc[order["_at"].to_numpy()]

@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,9 @@ CARRIED = [f.name for f in schemas.INSTRUCT_SAMPLE if f.name in schemas.PLAN.nam
 OBJECT_COLUMNS = ("task_mode", "source_ref", "view_position", "structured_findings", "labeler", "generation", "audit",
                   "review")
 SAMPLE_SCHEMA = schemas.INSTRUCT_SAMPLE
+#: the index columns the shards are made from, and those the audit report reads too
+SHARD_INDEX = ["folder", "shard", "cache_at", "request_hash", "audit_at"]
+AUDIT_INDEX = ["sample_id", "decision"]
 GENERATION_FIELDS = {"sampling_params": "sampling"}  # struct field -> cache column, where the names differ
 
 
@@ -388,10 +391,9 @@ def run_assemble(params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
     exclude = cfg.exclude_failed_audit and not plan_cfg.original
     plan = plan_file(wd)
     index = index_rows(plan, params, wd, exclude_failed_audit=exclude, rows_per_shard=cfg.rows_per_shard)
-    rows = index.rows
-    in_release = pc.is_in(rows.column("folder"), value_set=pa.array(SPLIT_DIRS))
-    kept = rows.filter(in_release)
-    excluded = rows.filter(pc.equal(rows.column("folder"), EXCLUDED_DIR))
+    rows = index.rows.select(["task", "split", "folder"])
+    kept = counts(rows.filter(pc.is_in(rows.column("folder"), value_set=pa.array(SPLIT_DIRS))))
+    excluded = counts(rows.filter(pc.equal(rows.column("folder"), EXCLUDED_DIR)))
     review = review_counts(index)
     audited = index.audits is not None
 
@@ -405,16 +407,17 @@ def run_assemble(params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
         "seed": params.get("seed"), "preset": plan_cfg.preset, "fidelity": plan_cfg.fidelity,
         "audit_exclusion": bool(exclude),
         "templates": {t.task: {"version": t.version, "digest": t.digest} for t in templates},
-        **identities(index), **counts(kept), "audited": audited,
-        "excluded": {"rows": excluded.num_rows, "by_review": review["rejected"],
-                     "per_task": counts(excluded)["rows_per_task"]},
+        **identities(index), **kept, "audited": audited,
+        "excluded": {"rows": excluded["rows"], "by_review": review["rejected"], "per_task": excluded["rows_per_task"]},
         "review": review, "shards": {},
     }
+    # what the shards and the audit report still need of the index (the rest is let go)
+    index = replace(index, rows=index.rows.select([*SHARD_INDEX, *(AUDIT_INDEX if audited else [])]))
     conversation = load_conversation(templates_dir)
     exported: dict[str, dict[str, int]] = {}
     with ExitStack() as stack:
         tmp = stack.enter_context(atomic_path(version_dir, directory=True))
-        splits = [s for s in SPLIT_DIRS if pc.any(pc.equal(kept.column("split"), s)).as_py()] if kept.num_rows else []
+        splits = [s for s in SPLIT_DIRS if s in kept["rows_per_split"]]
         writers = {split: ExportWriter({kind: wd.exports / cfg.version / split / EXPORT_FILES[kind]
                                         for kind in cfg.exports}, conversation, stack)
                    for split in splits if cfg.exports}
@@ -427,7 +430,7 @@ def run_assemble(params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
                 exported.setdefault(kind, {})[split] = n
     if audited:
         report_audit(audited_rows(plan, index), params, wd)
-    summary = {"version": cfg.version, "shards_dir": str(version_dir), **counts(kept), "excluded": manifest["excluded"],
+    summary = {"version": cfg.version, "shards_dir": str(version_dir), **kept, "excluded": manifest["excluded"],
                "audited": audited, "review": review, "exports": exported}
     write_json(summary, wd.report(SUMMARY))
     return summary
