@@ -34,6 +34,7 @@ from radialog_instruct.tasks.instruct.columns import (
 )
 from radialog_instruct.tasks.instruct.fidelity import condition_name, findings_listing, fuse_text
 from radialog_instruct.tasks.instruct.nle import joined_names
+from radialog_instruct.tasks.quality.audit import before_text, before_texts
 from radialog_instruct.tasks.storage.exports import Turns, records, task_code
 from radialog_instruct.tasks.text.conversation import load_conversation
 from radialog_instruct.tasks.text.sentences import join_names, split_sentences
@@ -224,3 +225,9 @@ def test_fixture_values_cover_the_python_rules():
     """The edge values really differ between Arrow's ASCII rules and Python's."""
     assert any(v.lower() != v.lower().encode("ascii", "ignore").decode() for v in TRICKY if not v.isascii())
     assert any(v.strip() != v.strip(string.whitespace) for v in TRICKY)
+
+
+def test_before_texts_equal_before_text():
+    rows = [*conversations(50, seed=5), [], [{"role": "assistant", "content": "only an answer"}], None]
+    column = pa.array(rows, pa.list_(PLAN.field("history").type.value_type))
+    assert before_texts(column).to_pylist() == [before_text(r) for r in rows]

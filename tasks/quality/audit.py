@@ -76,6 +76,7 @@ from ..config import section
 from ..errors import ConfigError, InputError
 from ..generation.cache import cache_dir
 from ..instruct import plan as plan_stage
+from ..instruct.columns import parts_of
 from ..instruct.presets import CORRECTION, EASY_LANGUAGE, REGION_QA, REPLAY_TASKS, SUMMARIZATION
 from ..instruct.templates import load_templates, template_files
 from ..io import PARQUET_COMPRESSION, atomic_path, read_parquet
@@ -163,6 +164,24 @@ def before_text(gen_messages: Any) -> str:
     """What the answer is judged against: the prompt, preceded by the report to correct if any."""
     turns = _turns(gen_messages)
     return "\n\n".join(m["content"] for m in turns[1:]) if len(turns) > 1 else prompt_of(gen_messages)
+
+
+def before_texts(gen_messages: pa.ListArray | pa.ChunkedArray) -> pa.Array:
+    """:func:`before_text` of every row, column-wise: the turns after the first joined by a blank
+    line, or (one turn or none) the last user turn's content, "" without one."""
+    offsets, roles, contents = parts_of(gen_messages)
+    lengths = np.diff(offsets)
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    later = np.arange(len(roles)) > offsets[:-1][owner]  # every turn but each row's first
+    kept = np.concatenate([[0], np.cumsum(np.bincount(owner[later], minlength=len(lengths)))]).astype(np.int32)
+    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(kept), contents.filter(pa.array(later))), "\n\n")
+    single = np.flatnonzero(lengths == 1)
+    alone = np.zeros(len(lengths), dtype=bool)  # rows whose only turn is the user's
+    alone[single] = np.asarray(pc.equal(roles, "user").to_numpy(zero_copy_only=False), dtype=bool)[offsets[single]]
+    at = np.where(alone, offsets[:-1], 0)
+    prompt = pc.fill_null(contents.take(pa.array(at, mask=~alone)), "") if len(contents) else \
+        pa.array([""] * len(lengths), pa.string())
+    return pc.if_else(pa.array(lengths > 1), joined, prompt)
 
 
 def _normal(text: str) -> str:

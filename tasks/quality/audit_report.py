@@ -227,15 +227,15 @@ def audit_labeler(path: str | Path) -> tuple[str, str]:
 def report_audit(replay: pd.DataFrame, params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
     """Summary (with audit vs. human) and the HTML / markdown report of the audited replay rows.
 
-    ``replay``: ``sample_id``, ``task``, ``task_mode``, ``output``, ``gen_messages``, ``audit`` and
-    ``decision`` (the human decision that applies to the row's answer, or null)."""
-    from .audit import before_text, load_config  # imported here: the audit module imports this one
+    ``replay``: ``sample_id``, ``task``, ``task_mode``, ``output``, ``before`` (what the answer is
+    judged against, :func:`.audit.before_text`), ``audit`` and ``decision`` (the human decision that
+    applies to the row's answer, or null)."""
+    from .audit import load_config  # imported here: the audit module imports this one
 
     labeler, reason = audit_labeler(wd.table("audit"))
     summary = summarize(replay, labeler, reason)
     verdicts = replay["audit"].map(lambda a: a["verdict"])
     summary["audit_vs_human"] = audit_vs_human(pd.DataFrame(
         {"task": replay["task"], "verdict": verdicts, "decision": replay["decision"]}))
-    frame = replay.assign(before=[before_text(g) for g in replay["gen_messages"]])
-    write_reports(frame, summary, load_config(params).examples_per_reason, wd)
+    write_reports(replay, summary, load_config(params).examples_per_reason, wd)
     return summary

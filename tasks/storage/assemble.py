@@ -370,16 +370,20 @@ def review_counts(index: RowIndex) -> dict[str, int]:
 
 
 def audited_rows(plan: pq.ParquetFile, index: RowIndex) -> Any:
-    """The audited replay rows as the audit report reads them (pandas; replay rows only)."""
-    has_audit = pc.is_valid(index.rows.column("audit_at"))
-    at = pc.indices_nonzero(has_audit)
-    groups = [plan.read_row_group(g, columns=["sample_id", "task", "task_mode", "gen_messages"])
-              for g in range(plan.num_row_groups)]
-    replay = pa.concat_tables([g.filter(pc.is_valid(g.column("gen_messages"))) for g in groups])
-    info = index.rows.take(at)
-    position = pc.index_in(info.column("sample_id"), value_set=replay.column("sample_id"))
-    frame = replay.take(position).to_pandas()
-    frame["output"] = answers(index.generations, info.column("cache_at")).to_pylist()
+    """The audited replay rows as the audit report reads them (pandas, replay rows only, no
+    conversation: what each answer is judged against comes as the ``before`` text)."""
+    from ..quality.audit import before_texts
+
+    groups = []
+    for g in range(plan.num_row_groups):
+        group = plan.read_row_group(g, columns=["sample_id", "task", "task_mode", "gen_messages"])
+        group = group.filter(pc.is_valid(group.column("gen_messages")))
+        groups.append(group.drop_columns(["gen_messages"]).append_column(
+            "before", before_texts(group.column("gen_messages"))))
+    replay = pa.concat_tables(groups)
+    info = index.rows.filter(pc.is_valid(index.rows.column("audit_at")))
+    frame = replay.take(pc.index_in(info.column("sample_id"), value_set=replay.column("sample_id"))).to_pandas()
+    frame["output"] = answers(index.generations, info.column("cache_at")).to_pandas()
     frame["audit"] = index.audits.column("audit").take(info.column("audit_at")).to_pylist()
     frame["decision"] = info.column("decision").to_pylist()
     return frame
