@@ -97,12 +97,13 @@ SENTENCES = [
     (PE, "Small pericardial effusion.", NAN), (PE, "The left effusion has nearly resolved.", 1),
     (PE, "No pneumothorax, but there is a small left effusion.", 1),
     (PE, "The previously noted right pleural effusion is no longer seen.", 0),
-    (PE, "Moderate right hemopneumothorax.", 1),
+    (PE, "Moderate right hemopneumothorax.", 1), (PE, "Partial resolution of the right pleural effusion.", 1),
     # Pleural Other
     (PO, "Right apical pleural thickening.", 1), (PO, "No pleural thickening.", 0),
     (PO, "Calcified pleural plaques.", 1), (PO, "Possible pleural thickening at the left apex.", -1),
     (PO, "There is another pleural abnormality on the right.", 1),
-    (PO, "No other pleural abnormality.", 0),
+    (PO, "No other pleural abnormality.", 0), (PO, "Minimal apical capping.", 1),
+    (PO, "There is mild thickening in the fissure.", 1), (PO, "Fissural thickening.", 1),
     # Fracture
     (FR, "Healed left rib fractures.", 1), (FR, "No acute fracture.", 0),
     (FR, "Possible nondisplaced fracture of the right sixth rib.", -1), (FR, "A fracture cannot be excluded.", -1),
