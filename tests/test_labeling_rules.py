@@ -150,6 +150,13 @@ def test_sentences(labeler: RuleLabeler):
     ("Heart size and pulmonary vascularity appear within normal limits.", {CM: 0}),
     ("Heart size and pulmonary vascular engorgement appear within normal limits.", {ED: 0}),
     ("The heart is enlarged and the lungs are normal.", {CM: 1}),
+    # ... and reaches a long subject when no verb comes before it (NegBio: conjuncts of the subject)
+    ("Consolidation, atelectasis, and costophrenic angle blunting in the left lower lobe have cleared in the "
+     "interval.", {CO: 0, AT: 0}),
+    ("Pneumonia seen on the CT examination of last month (not seen on the prior radiograph) is not seen on "
+     "today's radiograph.", {PN: 0}),
+    ("Mild cardiomegaly is again seen and the previously described left lower lobe consolidation has resolved.",
+     {CM: 1, CO: 0}),
     # negation scope ends at the clause
     ("No pneumothorax; small left pleural effusion.", {PX: 0, PE: 1}),
     ("Pneumothorax is not seen, and there is a small effusion.", {PX: 0, PE: 1}),
