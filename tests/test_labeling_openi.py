@@ -59,14 +59,15 @@ def test_loader_drops_unindexed_reports(tmp_path: Path):
 
 
 def test_dev_set_scores(dev_csv: Path):
-    """Issue 13's floors on the real dev set: macro-F1 >= 0.90 over the seven shared conditions,
-    each >= 0.80 (positive = 1; uncertain is not positive)."""
+    """Issue 13's floors on the real dev set: macro-F1 over the seven shared conditions >= 0.90
+    (guarded at 0.92: the labeler reaches 0.936), each >= 0.80 (positive = 1; uncertain is not
+    positive)."""
     dev = load_indexed_reports(dev_csv)
     assert len(dev.text) == 1880
     result = score_positives(RuleLabeler().label(dev.text), dev.reference)
     per = {c: round(s["f1"], 3) for c, s in result["per_condition"].items()}
     assert set(per) == set(SCORED)
-    assert result["macro_f1"] >= 0.90, per
+    assert result["macro_f1"] >= 0.92, per
     assert all(f1 >= 0.80 for f1 in per.values()), per
 
 
