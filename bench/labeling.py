@@ -12,8 +12,9 @@ labeler is measured against bench/data/labeler_gold.csv (all rows; the even rows
 development half whose errors were inspected while writing the phrase files, the odd rows were
 not), against the demo corpus's provided CheXpert CSV (synthetic: written by the demo generator)
 and - the figure that matters - on 1,924 real IU X-ray reports against the collection's manual
-index terms (``../shared/data/iu-xray-dev``, mapped by :mod:`tasks.labeling.openi`), next to two
-naive baselines on the same mentions (:mod:`labeling_engines`). With ``--scale-corpus`` the whole
+index terms (``../shared/data/iu-xray-dev``, mapped by :mod:`tasks.labeling.openi`; also on its two
+fixed halves, :func:`tasks.labeling.openi.halves`), next to two naive baselines on the same mentions
+(:mod:`labeling_engines`). With ``--scale-corpus`` the whole
 label stage (rules, cold cache, then warm) runs on the MIMIC-sized corpus of ``scale_corpus.py``.
 Results go to bench/results/labeling-<device>.json.
 """
@@ -39,7 +40,7 @@ from radialog_instruct.tasks.io import write_json
 from radialog_instruct.tasks.labeling.cache import lookup_or_label
 from radialog_instruct.tasks.labeling.conditions import CONDITIONS
 from radialog_instruct.tasks.labeling.metrics import compare_labels, f1_table
-from radialog_instruct.tasks.labeling.openi import load_indexed_reports, score_positives
+from radialog_instruct.tasks.labeling.openi import halves, load_indexed_reports, score_positives
 from radialog_instruct.tasks.labeling.rules import RuleLabeler
 from radialog_instruct.tasks.labeling.stage import run_label
 from radialog_instruct.tasks.sources.ingest import SourcesConfig, ingest, run_ingest
@@ -173,11 +174,16 @@ def real_report_agreement() -> dict[str, Any]:
         "scoring": "positive = label 1 against an indexed term; uncertain counts as not positive (RaDialog's "
                    "CE mapping; the prompts carry positives only); *_uncertain_positive counts -1 as positive",
     }
+    half = halves(dev.uid)
     for name, label in labelers.items():
         pred = label(dev.text)
         out[name] = _rounded(score_positives(pred, dev.reference))
         out[name + "_uncertain_positive"] = _rounded(score_positives(pred, dev.reference, uncertain_positive=True))
-    print("\nreal reports (IU X-ray dev, index terms):")
+        if name == "rules":  # the two fixed halves every labeler change is checked on
+            out["rules_by_half"] = {f"half_{h}": {"reports": int((half == h).sum()), **_rounded(
+                score_positives(pred[half == h], dev.reference[half == h]))} for h in (0, 1)}
+    print("\nreal reports (IU X-ray dev, index terms; rules on the halves: "
+          + ", ".join(f"{k} {v['macro_f1']:.3f}" for k, v in out["rules_by_half"].items()) + "):")
     for name in labelers:
         row = out[name]
         print(f"  {name:26s} macro-F1 {row['macro_f1']:.3f}  " + "  ".join(

@@ -12,7 +12,7 @@ import pytest
 
 from radialog_instruct.tasks.errors import InputError
 from radialog_instruct.tasks.labeling.conditions import CONDITIONS
-from radialog_instruct.tasks.labeling.openi import SCORED, conditions_of, load_indexed_reports, score_positives
+from radialog_instruct.tasks.labeling.openi import SCORED, conditions_of, halves, load_indexed_reports, score_positives
 from radialog_instruct.tasks.labeling.rules import RuleLabeler
 from radialog_instruct.tasks.labeling.stage import label_file
 
@@ -59,15 +59,18 @@ def test_loader_drops_unindexed_reports(tmp_path: Path):
 
 
 def test_dev_set_scores(dev_csv: Path):
-    """Issue 13's floors on the real dev set: macro-F1 >= 0.90 over the seven shared conditions,
-    each >= 0.80 (positive = 1; uncertain is not positive)."""
+    """Issue 13's floors on the real dev set: macro-F1 over the seven shared conditions >= 0.90
+    (guarded at 0.92: the labeler reaches 0.936), each >= 0.80 (positive = 1; uncertain is not
+    positive)."""
     dev = load_indexed_reports(dev_csv)
     assert len(dev.text) == 1880
     result = score_positives(RuleLabeler().label(dev.text), dev.reference)
     per = {c: round(s["f1"], 3) for c, s in result["per_condition"].items()}
     assert set(per) == set(SCORED)
-    assert result["macro_f1"] >= 0.90, per
+    assert result["macro_f1"] >= 0.92, per
     assert all(f1 >= 0.80 for f1 in per.values()), per
+    # the fixed halves the figures in bench/README.md were checked on
+    assert np.bincount(halves(dev.uid)).tolist() == [960, 920]
 
 
 def test_label_file_on_real_reports(dev_csv: Path, tmp_path: Path):
@@ -83,6 +86,6 @@ def test_label_file_on_real_reports(dev_csv: Path, tmp_path: Path):
     assert set(np.unique(got[list(CONDITIONS)].to_numpy())) <= {"1", "0", "-1", ""}
     empty = frame["report"].str.strip() == ""
     assert empty.any() and (got.loc[empty, list(CONDITIONS)] == "").all().all()
-    silent = ~frame["report"].str.contains("pneumothora", case=False)
+    silent = ~frame["report"].str.contains("pneumothora|pleural air", case=False)
     assert (got.loc[silent, "Pneumothorax"] == "").all()  # blank where not mentioned
     assert (got.loc[~silent & ~empty, "Pneumothorax"] != "").all()

@@ -45,6 +45,8 @@ SENTENCES = [
     (LL, "Possible nodular opacity in the left mid lung, which could represent a nipple shadow.", -1),
     (LL, "A pulmonary mass cannot be excluded.", -1), (LL, "No evidence of mass effect.", NAN),
     (LL, "The small nodule is not well seen on this study.", -1),
+    (LL, "Previously seen nodule not well seen on today's study.", -1),
+    (LL, "Malignancy cannot be confidently excluded.", -1),
     # Edema
     (ED, "Mild pulmonary edema.", 1), (ED, "No pulmonary edema.", 0),
     (ED, "Mild pulmonary vascular congestion without frank edema.", 1), (ED, "Possible mild interstitial edema.", -1),
@@ -54,6 +56,10 @@ SENTENCES = [
     (ED, "Correlate for pulmonary vascular congestion.", -1), (ED, "No pulmonary vascular congestion.", 0),
     (ED, "Pulmonary vascular congestion appears within normal limits.", 0),
     (ED, "Question of mild vascular congestion.", -1), (ED, "Cephalization is no longer seen.", 0),
+    (ED, "Bronchovascular crowding, indistinct central vascular margination.", 1),
+    (ED, "Cardiomegaly and pulmonary venous hypertension.", 1),
+    (ED, "Pulmonary venous engorgement has developed.", 1),
+    (ED, "A few septal lines at the left base.", NAN),  # a sign, no edema mention (CheXpert's list)
     # Consolidation
     (CO, "Left lower lobe consolidation.", 1), (CO, "No focal consolidation.", 0),
     (CO, "Consolidation at the right base cannot be excluded.", -1),
@@ -69,9 +75,12 @@ SENTENCES = [
     (PN, "Evidence of old healed histoplasmosis infection.", NAN),
     (PN, "These were not present before and may be sequela of infection.", NAN),
     (PN, "Opacity suggesting a mass with postobstructive pneumonia.", -1),
+    (PN, "Interval clearing of the right lower lobe pneumonia.", 0),
     # Atelectasis
     (AT, "Bibasilar atelectasis.", 1), (AT, "No atelectasis.", 0),
     (AT, "Opacity at the left base likely reflects atelectasis.", -1), (AT, "Right middle lobe collapse.", 1),
+    (AT, "Mild bibasilar opacities, favoring atelectasis.", -1),
+    (AT, "There is suggestion of minimal bibasilar atelectasis.", -1),
     (AT, "Compression deformity with collapse of a vertebral body.", NAN),
     # Pneumothorax
     (PX, "No pneumothorax.", 0), (PX, "Small right apical pneumothorax.", 1),
@@ -79,6 +88,8 @@ SENTENCES = [
     (PX, "No change in the small left pneumothorax.", 1), (PX, "The pneumothorax has resolved.", 0),
     (PX, "There is no interval increase in the size of the pneumothorax.", 1),
     (PX, "A visceral pleural line is seen at the apex, consistent with pneumothorax.", 1),
+    (PX, "A large pleural air collection is present on the right.", 1), (PX, "No pleural air collections.", 0),
+    (PX, "Almost completely resolved right apical pneumothorax.", 1), (PX, "Moderate right hemopneumothorax.", 1),
     # Pleural Effusion
     (PE, "Small bilateral pleural effusions.", 1), (PE, "No pleural effusion.", 0),
     (PE, "Possible trace left pleural effusion.", -1), (PE, "Blunting of the left costophrenic angle.", NAN),
@@ -86,11 +97,13 @@ SENTENCES = [
     (PE, "Small pericardial effusion.", NAN), (PE, "The left effusion has nearly resolved.", 1),
     (PE, "No pneumothorax, but there is a small left effusion.", 1),
     (PE, "The previously noted right pleural effusion is no longer seen.", 0),
+    (PE, "Moderate right hemopneumothorax.", 1), (PE, "Partial resolution of the right pleural effusion.", 1),
     # Pleural Other
     (PO, "Right apical pleural thickening.", 1), (PO, "No pleural thickening.", 0),
     (PO, "Calcified pleural plaques.", 1), (PO, "Possible pleural thickening at the left apex.", -1),
     (PO, "There is another pleural abnormality on the right.", 1),
-    (PO, "No other pleural abnormality.", 0),
+    (PO, "No other pleural abnormality.", 0), (PO, "Minimal apical capping.", 1),
+    (PO, "There is mild thickening in the fissure.", 1), (PO, "Fissural thickening.", 1),
     # Fracture
     (FR, "Healed left rib fractures.", 1), (FR, "No acute fracture.", 0),
     (FR, "Possible nondisplaced fracture of the right sixth rib.", -1), (FR, "A fracture cannot be excluded.", -1),
@@ -127,6 +140,7 @@ def test_sentences(labeler: RuleLabeler):
     # the hedge belongs to the finding it modifies
     ("Left basilar opacity, likely atelectasis.", {LO: 1, AT: -1}),
     ("Atelectasis versus pneumonia at the left base.", {AT: -1, PN: -1}),
+    ("Atelectasis rather than pneumonia at the left base.", {AT: 1, PN: 0}),
     ("Small effusions and/or atelectasis at the bases.", {PE: -1, AT: -1}),
     ("Streaky opacity compatible with scarring or atelectasis.", {LO: 1, AT: 1}),
     # a hedge on a location is no hedge on the finding
@@ -136,6 +150,13 @@ def test_sentences(labeler: RuleLabeler):
     ("Heart size and pulmonary vascularity appear within normal limits.", {CM: 0}),
     ("Heart size and pulmonary vascular engorgement appear within normal limits.", {ED: 0}),
     ("The heart is enlarged and the lungs are normal.", {CM: 1}),
+    # ... and reaches a long subject when no verb comes before it (NegBio: conjuncts of the subject)
+    ("Consolidation, atelectasis, and costophrenic angle blunting in the left lower lobe have cleared in the "
+     "interval.", {CO: 0, AT: 0}),
+    ("Pneumonia seen on the CT examination of last month (not seen on the prior radiograph) is not seen on "
+     "today's radiograph.", {PN: 0}),
+    ("Mild cardiomegaly is again seen and the previously described left lower lobe consolidation has resolved.",
+     {CM: 1, CO: 0}),
     # negation scope ends at the clause
     ("No pneumothorax; small left pleural effusion.", {PX: 0, PE: 1}),
     ("Pneumothorax is not seen, and there is a small effusion.", {PX: 0, PE: 1}),

@@ -35,8 +35,8 @@ SITE_GAP_CHARS = 40
 STATE_GAP_WORDS = 3
 
 _MENTION_KEYS = {"mentions", "site", "abnormal", "unremarkable", "exclude"}
-_CUE_KEYS = {"version", "post_window", "terminators", "negation_terminators", "pseudo", "negation", "uncertainty",
-             "double_negation"}
+_CUE_KEYS = {"version", "post_window", "terminators", "negation_terminators", "finite_verbs", "pseudo", "negation",
+             "uncertainty", "double_negation"}
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,12 @@ class Grammar:
     conditions: tuple[ConditionPatterns, ...]
     terminator: re.Pattern[str]
     negation_terminator: re.Pattern[str]
+    finite_verb: re.Pattern[str]
     pseudo: re.Pattern[str]
     negation_pre: re.Pattern[str]
     negation_post: re.Pattern[str]
     negation_adjacent: re.Pattern[str]
+    negation_subject: re.Pattern[str]
     uncertainty_pre: re.Pattern[str]
     uncertainty_post: re.Pattern[str]
     double_negation_pre: re.Pattern[str]
@@ -176,10 +178,12 @@ def load_grammar() -> Grammar:
         terminator=re.compile(terminator),
         negation_terminator=re.compile(_words(_phrases(cues.get("negation_terminators"),
                                                        "cues.yaml: negation_terminators"))),
+        finite_verb=re.compile(_words(_phrases(cues.get("finite_verbs"), "cues.yaml: finite_verbs"))),
         pseudo=_cue(cues, "pseudo", "cues.yaml"),
         negation_pre=_cue(cues.get("negation"), "pre", "cues.yaml: negation"),
         negation_post=_cue(cues.get("negation"), "post", "cues.yaml: negation"),
         negation_adjacent=_cue(cues.get("negation"), "adjacent", "cues.yaml: negation"),
+        negation_subject=_cue(cues.get("negation"), "subject", "cues.yaml: negation"),
         uncertainty_pre=_cue(cues.get("uncertainty"), "pre", "cues.yaml: uncertainty"),
         uncertainty_post=_cue(cues.get("uncertainty"), "post", "cues.yaml: uncertainty"),
         double_negation_pre=_cue(cues.get("double_negation"), "pre", "cues.yaml: double_negation"),

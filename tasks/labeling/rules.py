@@ -10,7 +10,9 @@ For a batch of reports:
    condition, cues, clause terminators;
 3. the rest is numpy over those spans: clause and sentence ids by ``searchsorted`` (negation cues
    also stop at ``negation_terminators``), the nearest cue before/after each mention (an
-   ``adjacent`` negation cue only right after it, "X appears within normal limits"), one value per
+   ``adjacent`` negation cue only right after it, "X appears within normal limits"; a ``subject``
+   negation cue anywhere after it when no finite verb stands between the clause start and the cue,
+   the mention being part of the cue's subject, "X, Y and Z in the left lower lobe have cleared"), one value per
    mention (double negation -> uncertain, negation ->
    negative, uncertainty -> uncertain, else positive; "normal" statements -> negative), then the
    CheXpert aggregation per report and condition (positive > uncertain > negative > blank);
@@ -21,7 +23,7 @@ For a batch of reports:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -30,7 +32,7 @@ from .conditions import CONDITIONS, FINDINGS, NO_FINDING, SUPPORT_DEVICES
 from .grammar import SENTENCE_BREAK, Grammar, load_grammar
 
 #: Bump when the algorithm in this module changes (the phrase files carry their own version).
-RULES_CODE_VERSION = "2"
+RULES_CODE_VERSION = "3"
 
 #: How far (characters) an adjacent negation cue may start after its mention: one space.
 ADJACENT_WINDOW = 1
@@ -101,6 +103,22 @@ class _Cues:
         return hit if limit is None else hit & (self.starts[j] < limit)
 
 
+def subject_cues(grammar: Grammar, text: str, blockers: tuple[np.ndarray, np.ndarray],
+                 clause_of: Callable[[np.ndarray], np.ndarray], bounds: np.ndarray) -> _Cues:
+    """The ``subject`` negation cues that govern everything before them in their clause: those with
+    no finite verb between the clause start and the cue ("consolidation and atelectasis at the left
+    base have cleared", but not "the heart is enlarged and the effusion has resolved")."""
+    starts, ends = _spans(grammar.negation_subject, text)
+    keep = ~_covered(starts, ends, *blockers)
+    starts, ends = starts[keep], ends[keep]
+    if len(starts):
+        verbs, verb_ends = _spans(grammar.finite_verb, text)
+        verbs = verbs[~_covered(verbs, verb_ends, starts, ends, start_only=True)]  # the cue's own verb
+        clause_start = np.concatenate([[0], bounds])[clause_of(starts)]
+        starts = starts[np.searchsorted(verbs, starts) == np.searchsorted(verbs, clause_start)]
+    return _Cues(starts, clause_of(starts))
+
+
 def mention_spans(grammar: Grammar, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Every mention in normalised ``text``: start and end offsets, the condition's index in FINDINGS,
     and whether the mention states the finding is normal ("heart size is normal")."""
@@ -154,7 +172,9 @@ def sentence_codes(grammar: Grammar, sentences: Sequence[str]) -> np.ndarray:
             | _Cues(dneg_post[0], clause(dneg_post[0])).after(start, end, c_end, g.post_window))
     neg = (cues(g.negation_pre, blockers, neg_bounds).before(start, end, n_start)
            | cues(g.negation_post, blockers, neg_bounds).after(start, end, n_end, g.post_window)
-           | cues(g.negation_adjacent, blockers, neg_bounds).after(start, end, n_end, ADJACENT_WINDOW, outside=True))
+           | cues(g.negation_adjacent, blockers, neg_bounds).after(start, end, n_end, ADJACENT_WINDOW, outside=True)
+           | subject_cues(g, joined, blockers, lambda pos: clause(pos, neg_bounds), neg_bounds)
+           .after(start, end, n_end, len(joined), outside=True))
     unc = (cues(g.uncertainty_pre, blockers).before(start, end, c_start)
            | cues(g.uncertainty_post, blockers).after(start, end, c_end, g.post_window, next_start))
     value = np.select([normal, dneg, neg, unc], [NEGATIVE, UNCERTAIN, NEGATIVE, UNCERTAIN], POSITIVE)
