@@ -54,9 +54,9 @@ from radialog_instruct.tasks.sources import demo_phrases as bank
 from radialog_instruct.tasks.sources.demo import (
     Study,
     _add,
-    _no_finding,
     _slots,
     build_studies,
+    finish_study,
     write_mimic_cxr,
     write_mimic_nle,
 )
@@ -148,12 +148,7 @@ def compose_mimic_study(study: Study, rng: random.Random, rates: LabelRates) -> 
         neutral = [p for p in bank.NORMAL if not p.effects]
         for phrase in rng.sample(neutral, rng.randint(1, len(neutral))):
             _add(study, phrase, _slots(rng), impression=False)
-    rng.shuffle(study.findings)
-    if not study.impression:
-        study.impression.append(rng.choice(bank.NORMAL_IMPRESSIONS))
-    _no_finding(study.labels)
-    study.indication = (f"___ year old {rng.choice(('man', 'woman'))} with {rng.choice(bank.INDICATIONS)}"
-                        f"  // {rng.choice(bank.QUESTIONS)}")
+    finish_study(study, rng, shuffle=True)
 
 
 def label_shares(studies: list[Study]) -> dict[str, tuple[float, float, float]]:

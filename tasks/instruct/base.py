@@ -39,6 +39,7 @@ from .columns import (
     pick_strings,
     render,
     sample_id_hex,
+    scatter,
     strings,
     strip,
     turns,
@@ -117,6 +118,20 @@ class BuildContext:
         choice = self.variant_choice(task, mode, keys)
         return Instructions(render([v.text for v in options], choice, **slots),
                             pick_strings([template.template_id(v) for v in options], choice), choice)
+
+    def instructions_by_mode(self, task: str, modes: np.ndarray, order: Sequence[str], keys: Keys,
+                             **slots: pa.Array) -> tuple[pa.Array, pa.Array]:
+        """Each row's drawn variant of its own mode (``modes``, taken in ``order``), filled with the
+        row's ``slots``: the texts and the template ids, in row order."""
+        texts, template_ids, positions = [], [], []
+        for mode in order:
+            idx = np.flatnonzero(modes == mode)
+            at = pa.array(idx)
+            asked = self.instructions(task, mode, keys.take(idx), **{k: v.take(at) for k, v in slots.items()})
+            texts.append(asked.texts)
+            template_ids.append(asked.template_ids)
+            positions.append(idx)
+        return scatter(texts, positions, len(modes)), scatter(template_ids, positions, len(modes))
 
     @cached_property
     def _report_generation_text(self) -> str:

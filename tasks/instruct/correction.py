@@ -30,7 +30,7 @@ from ..labeling.conditions import FINDINGS
 from ..labeling.conditions import column as column_of
 from ..text.sentences import join_names
 from .base import BuildContext, Keys, column, finish, key_batches, keyed, mimic_meta, report_history
-from .columns import ASSISTANT, USER, concat, pick_strings, scatter, strings, turns
+from .columns import ASSISTANT, USER, concat, pick_strings, strings, turns
 from .fidelity import condition_name
 from .inputs import PlanInputs, positive_mask
 from .presets import CORRECTION
@@ -152,14 +152,8 @@ def build_batch(ctx: BuildContext, rows: pd.DataFrame, keys: Keys, predicted: Pr
     """The correction rows with an erroneous report (``add`` / ``remove``: the findings masks)."""
     modes = np.where((add != 0) & (remove != 0), "both", np.where(add != 0, "add", "remove"))
     add_text, remove_text = name_lists(add, ctx.original), name_lists(remove, ctx.original)
-    texts, template_ids, positions = [], [], []
-    for mode in ("add", "remove", "both"):
-        idx = np.flatnonzero(modes == mode)
-        at = pa.array(idx)
-        asked = ctx.instructions(TASK, mode, keys.take(idx), add=add_text.take(at), remove=remove_text.take(at))
-        texts.append(asked.texts)
-        template_ids.append(asked.template_ids)
-        positions.append(idx)
+    texts, template_ids = ctx.instructions_by_mode(TASK, modes, ("add", "remove", "both"), keys,
+                                                   add=add_text, remove=remove_text)
     n = len(rows)
     gen = ctx.templates(TASK).generation
     # the generator's conversation: the request, the report to correct, the fixed explicit prompt
@@ -170,5 +164,5 @@ def build_batch(ctx: BuildContext, rows: pd.DataFrame, keys: Keys, predicted: Pr
     meta = mimic_meta(rows, keys, task_mode=modes, source_ref=predicted.reference)
     return finish(meta, task=TASK, ctx=ctx, keys=keys, history=report_history(ctx, rows["structured_findings"],
                                                                                predicted.report),
-                  instructions=scatter(texts, positions, n), outputs=None, template_ids=scatter(template_ids, positions, n),
+                  instructions=texts, outputs=None, template_ids=template_ids,
                   gen_messages=gen_messages)

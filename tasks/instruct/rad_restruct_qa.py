@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from ..augment.balancing import balance_yes_no
 from .base import BuildContext, Keys, finish, key_batches, keyed
-from .columns import concat, format_rows, lengths_of, no_turns, scatter, strings
+from .columns import concat, format_rows, lengths_of, no_turns, strings
 from .inputs import PlanInputs
 from .presets import RAD_RESTRUCT_QA
 
@@ -62,16 +62,10 @@ def build(ctx: BuildContext, inputs: PlanInputs) -> Iterator[pa.Table]:
         modes = np.where(batch["answer_type"].to_numpy() == "multi_choice", "multi_choice", "single_choice")
         options = pc.binary_join(pa.array(batch["options"], pa.list_(pa.string())), ", ")
         questions = strings(batch["question"])
-        texts, template_ids, positions = [], [], []
-        for mode in ("single_choice", "multi_choice"):
-            idx = np.flatnonzero(modes == mode)
-            at = pa.array(idx)
-            asked = ctx.instructions(TASK, mode, keys.take(idx), options=options.take(at), question=questions.take(at))
-            texts.append(asked.texts)
-            template_ids.append(asked.template_ids)
-            positions.append(idx)
+        texts, template_ids = ctx.instructions_by_mode(TASK, modes, ("single_choice", "multi_choice"), keys,
+                                                       options=options, question=questions)
         history = serialise_history(pa.array(batch["history"], HISTORY_TYPE), template.extra)
-        instructions = concat(ctx.conversation.image_prefix, history, scatter(texts, positions, n))
+        instructions = concat(ctx.conversation.image_prefix, history, texts)
         image_id = strings(batch["image_id"])
         meta = {
             "sample_key": keys.values, "split": batch["split"], "task_mode": modes, "source": "rad-restruct",
@@ -82,4 +76,4 @@ def build(ctx: BuildContext, inputs: PlanInputs) -> Iterator[pa.Table]:
         }
         yield finish(meta, task=TASK, ctx=ctx, keys=keys, history=no_turns(n), instructions=instructions,
                      outputs=pc.binary_join(pa.array(batch["answers"], pa.list_(pa.string())), ", "),
-                     template_ids=scatter(template_ids, positions, n))
+                     template_ids=template_ids)

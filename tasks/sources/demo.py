@@ -125,9 +125,16 @@ def compose_study(study: Study, rng: random.Random, forced: str | None) -> None:
         negatives = [c for c in bank.NEGATIVE if c not in study.labels]
         for cond in rng.sample(negatives, min(len(negatives), rng.randint(1, 3))):
             _add(study, rng.choice(bank.NEGATIVE[cond]), _slots(rng), impression=False)
+    finish_study(study, rng, shuffle=not normal)
+
+
+def finish_study(study: Study, rng: random.Random, *, shuffle: bool) -> None:
+    """The last draws of a study: its sentence order (when ``shuffle``), a normal impression if it
+    has none, the No Finding label and the indication."""
+    if shuffle:
         rng.shuffle(study.findings)
-        if not study.impression:
-            study.impression.append(rng.choice(bank.NORMAL_IMPRESSIONS))
+    if not study.impression:
+        study.impression.append(rng.choice(bank.NORMAL_IMPRESSIONS))
     _no_finding(study.labels)
     study.indication = (f"___ year old {rng.choice(('man', 'woman'))} with {rng.choice(bank.INDICATIONS)}"
                         f"  // {rng.choice(bank.QUESTIONS)}")
