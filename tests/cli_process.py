@@ -1,4 +1,5 @@
-"""The ``radialog-instruct`` command as a separate process in tests, and the processes under it.
+"""The ``radialog-instruct`` command as a separate process in tests, the processes under it, and
+local servers that tests start.
 
 A command started here gets its Prefect home and API from its own work dir (``<workdir>/.prefect``),
 never from this test session's. Process trees are read from ``/proc`` (Linux).
@@ -7,8 +8,14 @@ never from this test session's. Process trees are read from ``/proc`` (Linux).
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
+
+import pytest
 
 CLI = str(Path(sys.executable).parent / "radialog-instruct")
 
@@ -49,3 +56,27 @@ def descendants(pid: int) -> dict[int, str]:
             continue
         todo.extend(children.get(child, []))
     return found
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_serving(url: str, process: subprocess.Popen, seconds: float) -> None:
+    """Polls ``url`` until it answers 200; fails the test when ``process`` exits first or when
+    ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            if process.poll() is not None:
+                output = process.stdout.read() if process.stdout else ""
+                pytest.fail(f"{process.args[0]} exited before serving {url}: {output}")
+            time.sleep(0.2)
+    pytest.fail(f"nothing answered on {url} within {seconds:.0f} s")

@@ -7,16 +7,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from cli_process import free_port, wait_until_serving
 from reference import REPO
 
 pytestmark = pytest.mark.slow
@@ -32,9 +30,7 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
 def prefect_server(tmp_path) -> Iterator[dict[str, str]]:
     """A local Prefect server: every stage the DVC commands start reports to it (server mode),
     instead of each paying for a temporary API of its own."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     home = tmp_path / "prefect"
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(home / "storage"),
            "PREFECT_SERVER_MEMO_STORE_PATH": str(home / "memo_store.toml"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -45,15 +41,7 @@ def prefect_server(tmp_path) -> Iterator[dict[str, str]]:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/api"
     try:
-        for _ in range(180):
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("the Prefect server did not start within 90 s")
+        wait_until_serving(url + "/health", server, 90)
         yield {**env, "PREFECT_API_URL": url}
     finally:
         server.terminate()

@@ -10,7 +10,6 @@ import copy
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -194,18 +193,9 @@ def test_touching_a_module_reruns_exactly_the_stages_that_import_it(built, demo_
     assert shard_bytes(wd, demo_params) == shard_bytes(built[0], demo_params)
 
 
-def test_freshness_makes_no_network_call(built, demo_params, monkeypatch):
+def test_freshness_makes_no_network_call(built, demo_params, network_attempts):
     """With ``labeler: auto`` the label and audit stamps hold the labeler resolved from this
     machine alone; deciding every stage's freshness opens no connection."""
-    attempts: list[object] = []
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        attempts.append(args)
-        raise OSError("network blocked by the test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
     auto = {**demo_params, "label": {**demo_params["label"], "labeler": "auto"}}
     wd = built[0]
     for name in BUILD_ORDER:
@@ -213,6 +203,6 @@ def test_freshness_makes_no_network_call(built, demo_params, monkeypatch):
         if name in ("label", "audit"):
             assert spec.extra_key["labeler"] == "rules"  # no CheXbert weights on the test machine
             assert state.reasons == ("settings changed: label.labeler",)
-    assert attempts == []
+    assert network_attempts == []
     assert read_stamp(wd, "label")["key"]["extra"] == {"labeler": "rules"}
     assert read_json(wd.report("label-summary.json"))["labeler"] == "rules"

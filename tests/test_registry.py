@@ -9,7 +9,6 @@ import inspect
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -148,15 +147,7 @@ def test_a_damaged_interim_file_names_the_stage_that_writes_it(planned_workdir, 
 
 # --- the resolved labeler ------------------------------------------------------------------------
 
-def test_auto_labeler_is_resolved_offline_and_recorded(ingested_copy, demo_params, monkeypatch):
-    attempts: list[object] = []
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        attempts.append(args)
-        raise OSError("network blocked by the test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+def test_auto_labeler_is_resolved_offline_and_recorded(ingested_copy, demo_params, network_attempts, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     from radialog_instruct.tasks.labeling.stage import run_label
 
@@ -165,7 +156,7 @@ def test_auto_labeler_is_resolved_offline_and_recorded(ingested_copy, demo_param
     spec = stage_spec("label", auto, wd)
     summary = run_label(auto, wd)
     record(spec, wd, summary)
-    assert attempts == []
+    assert network_attempts == []
     assert read_stamp(wd, "label")["key"]["extra"] == {"labeler": "rules"}
     assert summary["labeler"] == "rules" and summary["reason"].startswith("auto: CheXbert weights not on this machine")
     assert check(stage_spec("label", auto, wd), wd).fresh

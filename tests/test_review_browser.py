@@ -8,11 +8,8 @@ Screenshots go to ``$RADIALOG_SCREENSHOTS`` when that is set."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ from radialog_instruct.tasks.quality.review.decisions import read_decisions
 from radialog_instruct.tasks.workdir import Workdir
 
 from audited_demo import audited_demo
+from cli_process import free_port, wait_until_serving
 
 pytestmark = pytest.mark.slow
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -38,25 +36,13 @@ def workdir(tmp_path_factory) -> Workdir:
 @pytest.fixture(scope="module")
 def server(workdir: Workdir) -> Iterator[str]:
     """``radialog-instruct review serve`` as a user starts it; yields its base URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-c", "from radialog_instruct.flows.cli import main; main()", "review", "serve",
                "--workdir", str(workdir.root), "--port", str(port), "--reviewer", "browser-test"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            try:
-                with urllib.request.urlopen(url + "/api/progress", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if process.poll() is not None:
-                    pytest.fail(f"review serve exited: {process.stdout.read()}")
-                time.sleep(0.1)
-        else:
-            pytest.fail("review serve did not answer within 30 s")
+        wait_until_serving(url + "/api/progress", process, 30)
         yield url
     finally:
         process.terminate()
