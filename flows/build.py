@@ -11,23 +11,28 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from .generate import generate_flow, run_generate_stage
+from .generate import run_generate_stage
 from .registry import BUILD_ORDER, Params, Summary
 from .stages import FLOWS
 
-ALL_FLOWS = {**FLOWS, "generate": generate_flow}
+
+def run_stage_flow(stage: str, params: Params, workdir: str, *, force: bool = False, runner: str = "local",
+                   dask_address: str | None = None, dask_workers: int = 2,
+                   options: dict[str, Any] | None = None) -> Summary:
+    """One stage's flow: generate on its runner (local, process pool or Dask), any other stage on
+    its own flow."""
+    if stage == "generate":
+        return run_generate_stage(params, workdir, force=force, runner=runner, dask_address=dask_address,
+                                  dask_workers=dask_workers)
+    return FLOWS[stage](params, workdir, force=force, options=options)
 
 
 @flow(name="build", persist_result=False, log_prints=True, description="Every stage, in order")
 def build_flow(params: Params, workdir: str, force: bool = False, runner: str = "local",
                dask_address: str | None = None, dask_workers: int = 2, train: bool = False) -> dict[str, Summary]:
-    results: dict[str, Any] = {}
-    for stage in BUILD_ORDER + (("train",) if train else ()):
-        if stage == "generate":
-            results[stage] = run_generate_stage(params, workdir, force=force, runner=runner,
-                                                dask_address=dask_address, dask_workers=dask_workers)
-        else:
-            results[stage] = FLOWS[stage](params, workdir, force=force)
+    results = {stage: run_stage_flow(stage, params, workdir, force=force, runner=runner, dask_address=dask_address,
+                                     dask_workers=dask_workers)
+               for stage in BUILD_ORDER + (("train",) if train else ())}
     create_table_artifact(key="build-stages", description="build: what each stage did", table=[
         {"stage": s, "skipped": bool(r.get("skipped")), "rows": r.get("rows", ""), "why": r.get("rerun", "")}
         for s, r in results.items()])

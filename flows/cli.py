@@ -84,24 +84,25 @@ def execute(command: str, stages: Sequence[str], settings: dict[str, Any], wd: W
         check_options(name, options)
     with workdir_lock.hold(wd.root, command):  # one command per work dir; a second waits, then skips
         if not how.force and not any(forced_by_options(n, options) for n in stages):
-            skipped = {name: fresh_summary(name, settings, wd) for name in stages}
-            if all(summary is not None for summary in skipped.values()):
-                return skipped  # type: ignore[return-value]
-        wd.root.mkdir(parents=True, exist_ok=True)
+            skipped: dict[str, dict[str, Any]] = {}
+            for name in stages:  # the first stage to run decides: its outputs change the later inputs
+                summary = fresh_summary(name, settings, wd)
+                if summary is None:
+                    break
+                skipped[name] = summary
+            else:
+                return skipped
         environment.prepare(wd.root)
         with environment.quiet_engine():  # only now pay for the Prefect engine's start-up
             if command == "build":
                 from .build import build_flow
                 return build_flow(settings, str(wd.root), force=how.force, runner=how.runner,
                                   dask_address=how.dask_address, dask_workers=how.dask_workers, train=how.train)
+            from .build import run_stage_flow
+
             (stage,) = stages
-            if stage == "generate":
-                from .generate import run_generate_stage
-                summary = run_generate_stage(settings, str(wd.root), force=how.force, runner=how.runner,
-                                             dask_address=how.dask_address, dask_workers=how.dask_workers)
-            else:
-                from .stages import FLOWS
-                summary = FLOWS[stage](settings, str(wd.root), force=how.force, options=options)
+            summary = run_stage_flow(stage, settings, str(wd.root), force=how.force, runner=how.runner,
+                                     dask_address=how.dask_address, dask_workers=how.dask_workers, options=options)
         return {stage: summary}
 
 

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .io import is_temporary, sha256_file
+
 Fingerprint = dict[str, Any]
 
 _digests: dict[tuple[str, int, int, int], str] = {}
@@ -31,23 +33,15 @@ def file_digest(path: Path) -> str:
     st = path.stat()
     memo = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
     if memo not in _digests:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while block := fh.read(1 << 20):
-                h.update(block)
-        _digests[memo] = h.hexdigest()
+        _digests[memo] = sha256_file(path)
     return _digests[memo]
-
-
-def _is_temporary(name: str) -> bool:
-    return name.startswith(".") and ".tmp-" in name
 
 
 def _files(folder: Path) -> list[Path]:
     out = []
     for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not _is_temporary(d))
-        out.extend(Path(root, n) for n in sorted(names) if not _is_temporary(n))
+        dirs[:] = sorted(d for d in dirs if not is_temporary(d))
+        out.extend(Path(root, n) for n in sorted(names) if not is_temporary(n))
     return out
 
 

@@ -19,8 +19,9 @@ from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
+from .config import PROJECT_ROOT as PACKAGE_ROOT
+
 PACKAGE = "radialog_instruct"
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
 def module_file(name: str) -> Path | None:

@@ -27,6 +27,11 @@ def _tmp_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
+def is_temporary(name: str) -> bool:
+    """Whether a file or folder name is that of an unfinished atomic write."""
+    return name.startswith(".") and ".tmp-" in name
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)

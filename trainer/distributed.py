@@ -31,11 +31,6 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def rank() -> int:
-    """This process's global rank (0 without a launcher)."""
-    return int(os.environ.get("RANK", "0"))
-
-
 @dataclass(frozen=True)
 class Ranks:
     rank: int = 0

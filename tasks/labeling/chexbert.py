@@ -12,9 +12,8 @@ token length so that padding is minimal; on CUDA the model runs in bf16 (fp16 wi
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +22,8 @@ from torch import nn
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
 from ..errors import InputError
+from ..fingerprints import file_digest
 from ..hashing import short_id
-from ..io import sha256_file
 from .conditions import CHEXBERT_CLASS_TO_VALUE, CONDITIONS
 
 log = logging.getLogger("radialog_instruct.label")
@@ -122,16 +121,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if device.type != "cuda":
         return torch.float32
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-@lru_cache(maxsize=8)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    return sha256_file(path)
-
-
-def file_digest(path: Path) -> str:
-    st = os.stat(path)
-    return _file_digest(str(path), st.st_size, st.st_mtime_ns)
 
 
 class ChexbertLabeler:
