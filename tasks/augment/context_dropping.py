@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..hashing import pick, units
+from ..instruct.columns import scatter
 from ..text.sentences import split_sentences
 
 MODES = ("full", "none", "partial")
@@ -62,7 +63,4 @@ def contexts(seed: int, keys: pa.Array, modes: np.ndarray, reports: pa.Array) ->
         return shown
     cut = partial_reports(seed, keys.take(partial).to_pylist(), reports.take(partial).to_pylist())
     rest = np.flatnonzero(modes != "partial")
-    order = np.concatenate([rest, partial])
-    inverse = np.empty(len(modes), dtype=np.int64)
-    inverse[order] = np.arange(len(order))
-    return pa.concat_arrays([shown.take(rest), cut]).take(inverse)
+    return scatter([shown.take(rest), cut], [rest, partial], len(modes))

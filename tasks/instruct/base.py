@@ -32,9 +32,9 @@ from .columns import (
     Text,
     append_turns,
     concat,
-    exchanges,
     lengths_of,
     lower,
+    no_turns,
     parts_of,
     pick_strings,
     render,
@@ -159,9 +159,9 @@ def report_history(ctx: BuildContext, structured_findings: Text, reports: Text) 
     """The report-generation exchange that report-based tasks carry in their history (its findings
     as :func:`findings_listing` has them for the fidelity); no turns where the report is null."""
     reports = strings(reports)
-    present = np.asarray(reports.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
     prompts = report_generation_prompts(ctx, findings_listing(structured_findings, original=ctx.original))
-    return exchanges(present, prompts, reports)
+    asked = pc.if_else(reports.is_valid(), prompts, pa.scalar(None, STRING))
+    return append_turns(no_turns(len(reports)), (USER, asked), (ASSISTANT, reports))
 
 
 def user_turns(ctx: BuildContext, history: pa.ListArray, instructions: Text) -> pa.Array:
@@ -255,29 +255,32 @@ def fuse_rows(table: pa.Table) -> tuple[pa.Table, int]:
     """The original's fuse step on an instruct task's rows: every history turn and the question
     formatted with ``findings`` = the row's lower-cased positive labels (:func:`.fidelity.fuse_text`).
     Rows on which the original would have stopped (a stray brace) are dropped; returns the rows and
-    the number dropped. Text without braces is left as it is by ``str.format``, so only rows with a
-    brace go through Python."""
+    the number dropped. Text without braces is left as it is by ``str.format``, so only the rows
+    with a brace go through Python."""
     offsets, roles, contents = parts_of(table.column("history"))
     instruction = strings(table.column("instruction"))
+    n = table.num_rows
     braces = r"[{}]"
-    owner = np.repeat(np.arange(table.num_rows), np.diff(offsets))
+    owner = np.repeat(np.arange(n), np.diff(offsets))
     in_turn = np.asarray(pc.match_substring_regex(contents, braces).to_numpy(zero_copy_only=False), dtype=bool)
     rows = np.union1d(owner[in_turn],
                       np.flatnonzero(np.asarray(pc.match_substring_regex(instruction, braces)
                                                 .to_numpy(zero_copy_only=False), dtype=bool)))
     if not len(rows):
         return table, 0
-    listing = findings_listing(table.column("structured_findings"), original=True).to_pylist()
-    content_list, instruction_list = contents.to_pylist(), instruction.to_pylist()
-    keep = np.ones(table.num_rows, dtype=bool)
-    for r in rows.tolist():
-        texts = [fuse_text(content_list[j], listing[r]) for j in range(offsets[r], offsets[r + 1])]
-        texts.append(fuse_text(instruction_list[r], listing[r]))
-        keep[r] = all(t is not None for t in texts)
-        content_list[offsets[r]:offsets[r + 1]] = texts[:-1]
-        instruction_list[r] = texts[-1]
-    history = turns(offsets, roles, pa.array(content_list, pa.string()))
-    instruction = pa.array(instruction_list, pa.string())
+    listing = findings_listing(table.column("structured_findings").take(rows), original=True).to_pylist()
+    fused = np.isin(owner, rows)
+    at, other = np.flatnonzero(fused), np.flatnonzero(~fused)  # the turns of the rows with a brace, the rest
+    of_row = np.searchsorted(rows, owner[at]).tolist()
+    texts = [fuse_text(t, listing[k]) for t, k in zip(contents.take(at).to_pylist(), of_row)]
+    questions = [fuse_text(t, listing[k]) for k, t in enumerate(instruction.take(rows).to_pylist())]
+    failed = np.array([q is None for q in questions], dtype=bool)
+    failed[[k for k, t in zip(of_row, texts) if t is None]] = True
+    keep = np.ones(n, dtype=bool)
+    keep[rows[failed]] = False
+    history = turns(offsets, roles, scatter([contents.take(other), pa.array(texts, STRING)], [other, at], len(contents)))
+    rest = np.setdiff1d(np.arange(n), rows)
+    instruction = scatter([instruction.take(rest), pa.array(questions, STRING)], [rest, rows], n)
     messages = append_turns(history, (USER, instruction), (ASSISTANT, table.column("output")))
     out = table.set_column(table.schema.get_field_index("history"), "history", history)
     out = out.set_column(out.schema.get_field_index("instruction"), "instruction", instruction)

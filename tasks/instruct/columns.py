@@ -183,25 +183,11 @@ def no_turns(n: int) -> pa.ListArray:
     return turns(np.zeros(n + 1, dtype=np.int32), pa.array([], pa.string()), pa.array([], pa.string()))
 
 
-def exchanges(present: np.ndarray, questions: Text, answers: Text) -> pa.ListArray:
-    """Per row a user question and the assistant's answer where ``present``, else no turn."""
-    present = np.asarray(present, dtype=bool)
-    rows = np.flatnonzero(present)
-    k = len(rows)
-    offsets = np.concatenate([[0], np.cumsum(np.where(present, 2, 0))])
-    both = pa.concat_arrays([strings(questions).take(rows), strings(answers).take(rows)])
-    interleaved = np.empty(2 * k, dtype=np.int64)
-    interleaved[0::2], interleaved[1::2] = np.arange(k), np.arange(k) + k
-    roles = pick_strings((USER, ASSISTANT), np.tile([0, 1], k))
-    return turns(offsets, roles, both.take(interleaved))
-
-
 def parts_of(column: pa.ListArray | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array, pa.Array]:
     """(offsets from 0, roles, contents) of a turns column."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    lengths = np.asarray(pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False), dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    offsets = np.concatenate([[0], np.cumsum(lengths_of(column))])
     flat = pc.list_flatten(column)
     return offsets, pc.struct_field(flat, "role"), pc.struct_field(flat, "content")
 

@@ -17,8 +17,8 @@ original fidelity) and joined "a, b and c".
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from itertools import combinations
 
 import numpy as np
@@ -30,7 +30,7 @@ from ..labeling.conditions import FINDINGS
 from ..labeling.conditions import column as column_of
 from ..text.sentences import join_names
 from .base import BuildContext, Keys, column, finish, key_batches, keyed, mimic_meta, report_history
-from .columns import ASSISTANT, USER, concat, pick_strings, strings, turns
+from .columns import ASSISTANT, USER, append_turns, concat, no_turns, pick_strings, strings
 from .fidelity import condition_name
 from .inputs import PlanInputs, positive_mask
 from .presets import CORRECTION
@@ -61,45 +61,62 @@ class Predicted:
         return Predicted(self.report.filter(pa.array(keep)), self.mask[keep], self.reference.filter(pa.array(keep)))
 
 
-def retrieve_reports(ctx: BuildContext, rows: pd.DataFrame, pool: pd.DataFrame) -> Predicted:
+@dataclass(frozen=True)
+class RetrievalPool:
+    """The retrieval's studies (one row per study of the pool), grouped by (split, label mask) once
+    per build; the masks at distance 1 or 2 present are cached per (split, mask) as rows ask."""
+
+    by_key: dict[tuple[str, int], np.ndarray]
+    subjects: np.ndarray
+    findings: pa.Array
+    study_ids: pa.Array
+    neighbours: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, pool: pd.DataFrame) -> RetrievalPool:
+        studies = pool.drop_duplicates("study_id")
+        by_key: dict[tuple[str, int], np.ndarray] = {}
+        for (split, mask), idx in pd.Series(range(len(studies))).groupby(
+                [studies["split"].to_numpy(), label_masks(studies)]).groups.items():
+            by_key[(split, int(mask))] = np.asarray(sorted(idx))
+        return cls(by_key, studies["subject_id"].to_numpy(), strings(studies["findings"]),
+                   column(studies["study_id"], len(studies)))
+
+    def masks_near(self, split: str, mask: int) -> list[int]:
+        found = self.neighbours.get((split, mask))
+        if found is None:
+            found = self.neighbours[(split, mask)] = [mask ^ f for f in _NEIGHBOUR_FLIPS if (split, mask ^ f) in self.by_key]
+        return found
+
+
+def retrieve_reports(ctx: BuildContext, rows: pd.DataFrame, pool: RetrievalPool) -> Predicted:
     """For each row, a study of ``pool`` (same split, other subject) whose label mask is at
     Hamming distance 1 or 2 (no report where no neighbour exists)."""
-    studies = pool.drop_duplicates("study_id")
-    study_masks = label_masks(studies)
-    by_key: dict[tuple[str, int], np.ndarray] = {}
-    for (split, mask), idx in pd.Series(range(len(studies))).groupby(
-            [studies["split"].to_numpy(), study_masks]).groups.items():
-        by_key[(split, int(mask))] = np.asarray(sorted(idx))
     masks = label_masks(rows)
     keys = Keys.of(rows["dicom_id"])
     u_mask = ctx.draw(f"{TASK}:neighbour", keys)
     u_study = ctx.draw(f"{TASK}:study", keys)
-    subjects = studies["subject_id"].to_numpy()
-    neighbours: dict[tuple[str, int], list[int]] = {}  # per distinct (split, mask): the masks present
     chosen = np.full(len(rows), -1, dtype=np.int64)
     pred_masks = masks.copy()
     for i, (split, mask, subject) in enumerate(zip(rows["split"].tolist(), masks.tolist(), rows["subject_id"].tolist())):
-        found = neighbours.get((split, mask))
-        if found is None:
-            found = neighbours[(split, mask)] = [mask ^ f for f in _NEIGHBOUR_FLIPS if (split, mask ^ f) in by_key]
+        found = pool.masks_near(split, mask)
         if found:
             cand_mask = found[int(u_mask[i] * len(found))]
-            cands = by_key[(split, cand_mask)]
-            cands = cands[subjects[cands] != subject]
+            cands = pool.by_key[(split, cand_mask)]
+            cands = cands[pool.subjects[cands] != subject]
             if len(cands):
                 chosen[i] = cands[int(u_study[i] * len(cands))]
                 pred_masks[i] = cand_mask
     hit = chosen >= 0
     at = pa.array(np.where(hit, chosen, 0))
     none = pa.array(~hit)
-    report = pc.if_else(none, pa.scalar(None, pa.string()), strings(studies["findings"]).take(at))
-    study = column(studies["study_id"], len(studies)).take(at)
+    report = pc.if_else(none, pa.scalar(None, pa.string()), pool.findings.take(at))
+    study = pool.study_ids.take(at)
     return Predicted(report, pred_masks, pc.if_else(none, pa.scalar(None, pa.string()), concat("retrieved:s", study)))
 
 
-def from_predictions(rows: pd.DataFrame, predictions: pd.DataFrame) -> Predicted:
-    """Predicted reports (and their label masks) from the predictions table, by dicom_id."""
-    preds = predictions.set_index("dicom_id")
+def from_predictions(rows: pd.DataFrame, preds: pd.DataFrame) -> Predicted:
+    """Predicted reports (and their label masks) from the predictions table indexed by dicom_id."""
     found = rows["dicom_id"].isin(preds.index).to_numpy()
     matched = preds.reindex(rows["dicom_id"])
     masks = np.where(found, label_masks(matched), label_masks(rows))
@@ -130,14 +147,23 @@ def generator_prompts(gen: dict[str, str], add: np.ndarray, remove: np.ndarray, 
     return pick_strings(texts, inverse.reshape(-1))
 
 
+def predictor(ctx: BuildContext, inputs: PlanInputs) -> Callable[[pd.DataFrame], Predicted]:
+    """The predicted reports of a batch of rows: from the predictions file where there is one, else
+    by retrieval (the pool indexed once per build)."""
+    if inputs.predictions is not None:
+        preds = inputs.predictions.set_index("dicom_id")
+        return lambda rows: from_predictions(rows, preds)
+    pool = RetrievalPool.of(inputs.images.loc[inputs.images["has_findings"].fillna(False).astype(bool), POOL_COLUMNS])
+    return lambda rows: retrieve_reports(ctx, rows, pool)
+
+
 def build(ctx: BuildContext, inputs: PlanInputs) -> Iterator[pa.Table]:
     rows = inputs.part(TASK)
-    pool = inputs.images.loc[inputs.images["has_findings"].fillna(False).astype(bool), POOL_COLUMNS]
+    predict = predictor(ctx, inputs)
     inputs.notes["correction_candidates"] = len(rows)
     inputs.notes["correction_dropped_no_error"] = 0
     for batch, keys in key_batches(rows, keyed(TASK, rows["dicom_id"])):
-        predicted = from_predictions(batch, inputs.predictions) if inputs.predictions is not None else \
-            retrieve_reports(ctx, batch, pool)
+        predicted = predict(batch)
         own = label_masks(batch)
         add, remove = own & ~predicted.mask, predicted.mask & ~own
         usable = np.asarray(predicted.report.is_valid().to_numpy(zero_copy_only=False), dtype=bool) & ((add | remove) != 0)
@@ -157,10 +183,8 @@ def build_batch(ctx: BuildContext, rows: pd.DataFrame, keys: Keys, predicted: Pr
     n = len(rows)
     gen = ctx.templates(TASK).generation
     # the generator's conversation: the request, the report to correct, the fixed explicit prompt
-    contents = pa.concat_arrays([strings(gen["request"], n), predicted.report,
-                                 generator_prompts(gen, add, remove, add_text, remove_text)])
-    gen_messages = turns(np.arange(0, 3 * n + 1, 3), pick_strings((USER, ASSISTANT, USER), np.tile([0, 1, 2], n)),
-                         contents.take(pa.array((np.arange(n)[:, None] + np.array([0, n, 2 * n])).reshape(-1))))
+    gen_messages = append_turns(no_turns(n), (USER, strings(gen["request"], n)), (ASSISTANT, predicted.report),
+                                (USER, generator_prompts(gen, add, remove, add_text, remove_text)))
     meta = mimic_meta(rows, keys, task_mode=modes, source_ref=predicted.reference)
     return finish(meta, task=TASK, ctx=ctx, keys=keys, history=report_history(ctx, rows["structured_findings"],
                                                                                predicted.report),

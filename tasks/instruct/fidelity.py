@@ -17,8 +17,7 @@ reads the same in both modes:
 * the fuse step: the original formats each instruct record's whole chat string with
   ``.format(findings=...)`` (:func:`fuse_text`);
 * image allocation: ``torch.utils.data.random_split`` cuts a random order into near-equal blocks
-  (:func:`near_equal_blocks`) where this project draws each image's part independently;
-* explanation (NLE) targets: the sentence with outer whitespace stripped, not normalised inside.
+  (:func:`near_equal_blocks`) where this project draws each image's part independently.
 """
 
 from __future__ import annotations
@@ -57,11 +56,6 @@ def fuse_text(text: str, findings: str) -> str | None:
         return text.format(findings=findings)
     except (KeyError, IndexError, ValueError, AttributeError):
         return None
-
-
-def nle_target(sentence: str, *, original: bool) -> str:
-    """The explanation target: stripped (original) or whitespace-normalised."""
-    return sentence.strip() if original else " ".join(sentence.split())
 
 
 def near_equal_blocks(u: np.ndarray, labels: Sequence[object]) -> np.ndarray:

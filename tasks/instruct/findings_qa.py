@@ -33,7 +33,7 @@ from .base import (
     mimic_meta,
     user_turns,
 )
-from .columns import pick_strings, scatter
+from .columns import pick_strings, scatter, strings
 from .fidelity import condition_name, near_equal_blocks
 from .inputs import PlanInputs, positive_mask
 from .presets import FINDINGS_QA
@@ -63,23 +63,16 @@ def build(ctx: BuildContext, inputs: PlanInputs) -> Iterator[pa.Table]:
 
 def build_batch(ctx: BuildContext, rows: pd.DataFrame, keys: Keys, modes: np.ndarray) -> pa.Table:
     history, context_modes = context_histories(ctx, TASK, keys, rows)
-    texts, answers, template_ids, positions = [], [], [], []
-    for mode in ("complete", "binary"):
-        idx = np.flatnonzero(modes == mode)
-        sub, sub_keys = rows.iloc[idx], keys.take(idx)
-        if mode == "complete":
-            asked = ctx.instructions(TASK, mode, sub_keys)
-            answers.append(findings_listing(sub["structured_findings"], original=ctx.original))
-        else:
-            conditions, said = binary_questions(ctx, sub, sub_keys)
-            names = pick_strings([condition_name(c, original=ctx.original) for c in FINDINGS], conditions)
-            asked = ctx.instructions(TASK, mode, sub_keys, condition=names)
-            answers.append(pa.array(said, pa.string()))
-        texts.append(asked.texts)
-        template_ids.append(asked.template_ids)
-        positions.append(idx)
     n = len(rows)
+    complete, binary = np.flatnonzero(modes == "complete"), np.flatnonzero(modes == "binary")
+    conditions, said = binary_questions(ctx, rows.iloc[binary], keys.take(binary))
+    names = pick_strings([condition_name(c, original=ctx.original) for c in FINDINGS], conditions)
+    # the complete rows' variants have no {condition}: "" keeps their rendering in Arrow
+    texts, template_ids = ctx.instructions_by_mode(TASK, modes, ("complete", "binary"), keys,
+                                                   condition=scatter([strings("", len(complete)), names],
+                                                                     [complete, binary], n))
+    answers = scatter([findings_listing(rows["structured_findings"].iloc[complete], original=ctx.original),
+                       pa.array(said, pa.string())], [complete, binary], n)
     return finish(mimic_meta(rows, keys, task_mode=modes), task=TASK, ctx=ctx, keys=keys, history=history,
-                  instructions=user_turns(ctx, history, scatter(texts, positions, n)),
-                  outputs=scatter(answers, positions, n), template_ids=scatter(template_ids, positions, n),
+                  instructions=user_turns(ctx, history, texts), outputs=answers, template_ids=template_ids,
                   context_mode=context_modes)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import ast
 import csv
-import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -42,7 +41,7 @@ from typing import Any
 import yaml
 
 from ..errors import InputError
-from ..io import atomic_path, write_json, write_text
+from ..io import atomic_path, read_json, sha256_file, sha256_text, write_json, write_text
 from ..labeling.conditions import FINDINGS
 from ..text.conversation import TEMPLATE_PACKAGE
 
@@ -98,9 +97,13 @@ def read_instructions(path: Path) -> list[str]:
     return texts
 
 
+def _escape(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
+
+
 def template_text(text: str, task: str) -> str:
     """An original prompt as a template variant: braces doubled, ``<X>``/``<add>``/``<rem>`` as fields."""
-    text = text.replace("{", "{{").replace("}", "}}")
+    text = _escape(text)
     for old, new in PLACEHOLDERS.get(task, {}).items():
         text = text.replace(old, new)
     return text
@@ -147,11 +150,11 @@ def _string(node: ast.AST | None) -> str | None:
     return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
 
 
-def conversation_of(path: Path) -> dict[str, Any]:
+def conversation_of(module: ast.Module, path: Path) -> dict[str, Any]:
     """system, roles, sep, sep2 of the ``Conversation(...)`` that ``create_conv()`` returns."""
     expected = "create_conv() returning Conversation(system=..., roles=[...], sep=..., sep2=..., " \
                "sep_style=SeparatorStyle.TWO) with literal strings"
-    fn = function(parse_python(path), "create_conv", path)
+    fn = function(module, "create_conv", path)
     call = next((n for n in in_order(fn) if isinstance(n, ast.Call) and _callee(n) == "Conversation"), None)
     if call is None:
         raise InputError(path, "create_conv() builds no Conversation", expected=expected)
@@ -172,9 +175,9 @@ def conversation_of(path: Path) -> dict[str, Any]:
             "sep": values["sep"], "sep2": values["sep2"]}
 
 
-def report_prompt_key(path: Path) -> str:
+def report_prompt_key(module: ast.Module, path: Path) -> str:
     """The default ``prompt_type`` of ``fuse_instruct_dataset()`` (the key in vicuna_prompts.json)."""
-    fn = function(parse_python(path), "fuse_instruct_dataset", path)
+    fn = function(module, "fuse_instruct_dataset", path)
     names = [a.arg for a in fn.args.args]
     defaults = dict(zip(names[len(names) - len(fn.args.defaults):], fn.args.defaults))
     key = _string(defaults.get("prompt_type"))
@@ -214,15 +217,11 @@ def _pieces(node: ast.AST) -> list[ast.AST]:
     return [node]
 
 
-def _escape(text: str) -> str:
-    return text.replace("{", "{{").replace("}", "}}")
-
-
-def direct_generation_prompt(path: Path) -> str:
+def direct_generation_prompt(module: ast.Module, path: Path) -> str:
     """``create_direct_task_data``'s generator turn, e.g. ``Report: {report}\\n{instruction}``."""
     expected = "create_direct_task_data() appending a user turn made of literal text, text_target (the report) " \
                "and prompt (the instruction) joined with +"
-    fn = function(parse_python(path), "create_direct_task_data", path)
+    fn = function(module, "create_direct_task_data", path)
     for node in in_order(fn):
         if isinstance(node, ast.Call) and _callee(node) == "append_message" and len(node.args) == 2 \
                 and isinstance(node.args[1], ast.BinOp):
@@ -243,11 +242,11 @@ def direct_generation_prompt(path: Path) -> str:
     raise InputError(path, "create_direct_task_data(): no generator turn found", expected=expected)
 
 
-def correction_generation(path: Path) -> dict[str, str]:
+def correction_generation(module: ast.Module, path: Path) -> dict[str, str]:
     """The correction generator's request turn and fixed prompt (``generation`` of correction.yaml)."""
     expected = "create_correction_task_data() with a literal request turn, fixed_corr_prompt = \"...\" and " \
                "fixed_corr_prompt += f\"...{fp}...\" / f\"...{fn}...\" clauses"
-    fn = function(parse_python(path), "create_correction_task_data", path)
+    fn = function(module, "create_correction_task_data", path)
     nodes = list(in_order(fn))
     request = next((_string(n.args[1]) for n in nodes if isinstance(n, ast.Call) and _callee(n) == "append_message"
                     and len(n.args) == 2 and _string(n.args[1]) is not None), None)
@@ -289,19 +288,22 @@ def read_original(checkout: Path) -> dict[str, Any]:
     if not checkout.is_dir():
         raise InputError(checkout, "folder not found", expected="a checkout of ChantalMP/RaDialog")
     lists = {stem: read_instructions(checkout / PROMPTS_DIR / f"{stem}_prompts.csv") for stem in CSV_LISTS}
-    conversation = conversation_of(checkout / CREATE_DATA)
-    if conversation_of(checkout / INSTRUCT_TASKS) != conversation:
-        raise InputError(checkout / INSTRUCT_TASKS, "create_conv() differs from the one in " + CREATE_DATA,
+    create_data, instruct_tasks = checkout / CREATE_DATA, checkout / INSTRUCT_TASKS
+    create_module = parse_python(create_data)
+    conversation = conversation_of(create_module, create_data)
+    tasks_module = parse_python(instruct_tasks)
+    if conversation_of(tasks_module, instruct_tasks) != conversation:
+        raise InputError(instruct_tasks, "create_conv() differs from the one in " + CREATE_DATA,
                          expected="one conversation for generation and records, as in the original")
-    key = report_prompt_key(checkout / CREATE_DATA)
+    key = report_prompt_key(create_module, create_data)
     image_prefix, report_prompt = report_generation_prompt(checkout / VICUNA_PROMPTS, key)
     return {"lists": lists, "conversation": {**conversation, "image_prefix": image_prefix, "image_token": IMAGE_TOKEN},
             "report_prompt_key": key, "report_prompt": report_prompt,
-            "direct_prompt": direct_generation_prompt(checkout / INSTRUCT_TASKS),
-            "correction": correction_generation(checkout / INSTRUCT_TASKS)}
+            "direct_prompt": direct_generation_prompt(tasks_module, instruct_tasks),
+            "correction": correction_generation(tasks_module, instruct_tasks)}
 
 
-def source_files(checkout: Path) -> list[str]:
+def source_files() -> list[str]:
     return [f"{PROMPTS_DIR}/{stem}_prompts.csv" for stem in CSV_LISTS] + [CREATE_DATA, INSTRUCT_TASKS, VICUNA_PROMPTS]
 
 
@@ -350,15 +352,14 @@ def import_original(checkout: Path, out_dir: Path) -> dict[str, Any]:
     if out_dir.resolve() == Path(str(files(TEMPLATE_PACKAGE))).resolve():
         raise InputError(out_dir, "is the packaged template folder", expected="a separate output folder")
     original = read_original(checkout)
-    digest = hashlib.sha256(json.dumps(original, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()[:12]
+    digest = sha256_text(json.dumps(original, sort_keys=True, ensure_ascii=False))[:12]
     version = f"radialog-original-{digest}"
     conversation = {"name": "radialog-original", "version": digest, "verbatim": True,
                     "description": "The conversation of the original create_conv(), imported by import-prompts.",
                     **original["conversation"]}
     templates = build_templates(original, version)
     origin = {"origin": "ChantalMP/RaDialog", "checkout": str(checkout.resolve()), "version": version,
-              "files": {name: hashlib.sha256((checkout / name).read_bytes()).hexdigest()
-                        for name in source_files(checkout)},
+              "files": {name: sha256_file(checkout / name) for name in source_files()},
               "report_prompt_key": original["report_prompt_key"],
               "variants": {f"{task}/{mode}": len(original["lists"][stem]) for stem, (task, mode) in CSV_LISTS.items()}}
     with atomic_path(out_dir, directory=True) as tmp:
@@ -374,4 +375,4 @@ def imported_origin(templates_dir: str | None) -> dict[str, Any] | None:
     """The ``origin.json`` of a folder written by :func:`import_original`, or None."""
     if not templates_dir or not (Path(templates_dir) / ORIGIN).is_file():
         return None
-    return json.loads((Path(templates_dir) / ORIGIN).read_text(encoding="utf-8"))
+    return read_json(Path(templates_dir) / ORIGIN)

@@ -14,33 +14,29 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..text.sentences import join_names
 from .base import BuildContext, finish, key_batches, keyed, mimic_meta, report_history
-from .columns import collapse_whitespace, concat, strings, strip
+from .columns import collapse_whitespace, pick_strings, strings, strip
 from .fidelity import condition_name
 from .inputs import PlanInputs, representative_images
 from .presets import NLE
 
 TASK = NLE
+#: joins a row's names into one value (no condition name contains it)
+_UNIT = "\x1f"
 
 
 def joined_names(lists: pa.ListArray | pa.ChunkedArray, original: bool) -> pa.Array:
-    """:func:`..text.sentences.join_names` of each row's condition names ("a, b and c")."""
-    if isinstance(lists, pa.ChunkedArray):
-        lists = lists.combine_chunks()
-    lengths = np.asarray(pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False), dtype=np.int64)
-    flat = pc.list_flatten(lists)
-    distinct = pc.unique(flat)
-    named = pa.array([condition_name(d, original=original) for d in distinct.to_pylist()], pa.string())
-    names = named.take(pc.index_in(flat, value_set=distinct))
-    # the separator after each name: ", " up to the second last, " and " after it, none after the last
-    left = np.repeat(lengths, lengths) - (np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)) - 1
-    seps = pa.array(np.where(left > 1, ", ", np.where(left == 1, " and ", "")), pa.string())
-    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
-    return pc.binary_join(pa.ListArray.from_arrays(offsets, concat(names, seps)), "")
+    """:func:`..text.sentences.join_names` of each row's condition names ("a, b and c"): one
+    Python join per distinct list."""
+    joined = pc.fill_null(pc.binary_join(lists, _UNIT), "")
+    distinct = pc.unique(joined)
+    texts = [join_names([condition_name(d, original=original) for d in v.split(_UNIT)] if v else [])
+             for v in distinct.to_pylist()]
+    return pick_strings(texts, pc.index_in(joined, value_set=distinct).to_numpy())
 
 
 def build(ctx: BuildContext, inputs: PlanInputs) -> Iterator[pa.Table]:

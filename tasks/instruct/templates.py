@@ -24,7 +24,8 @@ from typing import Any
 import yaml
 
 from ..errors import InputError
-from ..text.conversation import TEMPLATE_PACKAGE
+from ..text.conversation import TEMPLATE_PACKAGE, packaged_file, template_file
+from .import_original import ORIGIN
 
 KINDS = ("ground_truth", "replay")
 
@@ -100,14 +101,12 @@ def _parse(data: Any, source: str) -> TaskTemplates:
 @cache
 def load_templates(task: str, templates_dir: str | None = None) -> TaskTemplates:
     """The templates of ``task`` from ``templates_dir`` (if given and present) or the package."""
-    if templates_dir and (Path(templates_dir) / f"{task}.yaml").exists():
-        path = Path(templates_dir) / f"{task}.yaml"
-        text, source = path.read_text(encoding="utf-8"), str(path)
-    else:
-        resource = files(TEMPLATE_PACKAGE).joinpath(f"{task}.yaml")
-        if not resource.is_file():
-            raise InputError(f"prompt_templates/{task}.yaml", "template file not found")
-        text, source = resource.read_text(encoding="utf-8"), f"prompt_templates/{task}.yaml"
+    name = f"{task}.yaml"
+    path = template_file(name, templates_dir)
+    source = f"prompt_templates/{name}" if path == packaged_file(name) else str(path)
+    if not path.is_file():
+        raise InputError(source, "template file not found")
+    text = path.read_text(encoding="utf-8")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -121,13 +120,9 @@ def load_templates(task: str, templates_dir: str | None = None) -> TaskTemplates
 
 def template_files(templates_dir: str | None = None) -> list[Path]:
     """Paths of the template files in use (for stage fingerprints)."""
-    packaged = Path(str(files(TEMPLATE_PACKAGE)))
-    names = sorted(p.name for p in packaged.glob("*.yaml"))
-    out = []
-    for name in names:
-        custom = Path(templates_dir) / name if templates_dir else None
-        out.append(custom if custom is not None and custom.exists() else packaged / name)
-    origin = Path(templates_dir) / "origin.json" if templates_dir else None
+    names = sorted(p.name for p in Path(str(files(TEMPLATE_PACKAGE))).glob("*.yaml"))
+    out = [template_file(name, templates_dir) for name in names]
+    origin = Path(templates_dir) / ORIGIN if templates_dir else None
     if origin is not None and origin.is_file():  # an imported original (plan.fidelity: auto reads it)
         out.append(origin)
     return out

@@ -59,13 +59,21 @@ class Conversation:
         return "".join(text for text, _ in self.segments(messages, open_turn=open_turn))
 
 
+def packaged_file(name: str) -> Path:
+    """The packaged template file ``name``."""
+    return Path(str(files(TEMPLATE_PACKAGE).joinpath(name)))
+
+
+def template_file(name: str, templates_dir: str | None = None) -> Path:
+    """The template file ``name`` in use: ``templates_dir``'s when it holds one (e.g. an imported
+    original), else the packaged one."""
+    custom = Path(templates_dir) / name if templates_dir else None
+    return custom if custom is not None and custom.is_file() else packaged_file(name)
+
+
 def conversation_file(templates_dir: str | None = None) -> Path:
-    """The conversation template in use: ``templates_dir``'s ``conversation.yaml`` when it holds
-    one (an imported original), else the packaged one."""
-    custom = Path(templates_dir) / "conversation.yaml" if templates_dir else None
-    if custom is not None and custom.is_file():
-        return custom
-    return Path(str(files(TEMPLATE_PACKAGE).joinpath("conversation.yaml")))
+    """The conversation template in use (see :func:`template_file`)."""
+    return template_file("conversation.yaml", templates_dir)
 
 
 def templates_dir_of(params: dict[str, Any]) -> str | None:
