@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from labeling_engines import DEV_SET, decide_mention, decide_negation_window, engine_labels
+from labeling_engines import DEV_SET, run_engine
+from labeling_engines import summary as rounded_scores
 from pipeline_cpu import params_for
 
 from radialog_instruct.tasks.config import DEMO_OVERLAY, deep_merge, section
@@ -152,21 +153,13 @@ def gold_agreement() -> dict[str, Any]:
     return out
 
 
-def _rounded(scores: dict[str, Any]) -> dict[str, Any]:
-    per = {c: {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
-           for c, row in scores["per_condition"].items()}
-    return {"macro_f1": round(scores["macro_f1"], 4), "per_condition": per}
-
-
 def real_report_agreement() -> dict[str, Any]:
     """The rule labeler and two naive baselines on the real IU X-ray dev set (see tasks.labeling.openi)."""
     if not DEV_SET.exists():
         print(f"{DEV_SET} not found: skipping the real-report evaluation")
         return {"skipped": f"{DEV_SET} not found"}
     dev = load_indexed_reports(DEV_SET)
-    labelers = {"rules": RuleLabeler().label,
-                "baseline_mention_only": lambda texts: engine_labels(decide_mention, texts),
-                "baseline_negation_window": lambda texts: engine_labels(decide_negation_window, texts)}
+    labelers = {"rules": "rules", "baseline_mention_only": "mention", "baseline_negation_window": "negation-window"}
     out: dict[str, Any] = {
         "data": "IU X-ray (Open-i) development half: findings + impression, manual index terms mapped to "
                 "CheXpert by tasks/labeling/openi.py; rows marked 'No Indexing' dropped",
@@ -175,12 +168,12 @@ def real_report_agreement() -> dict[str, Any]:
                    "CE mapping; the prompts carry positives only); *_uncertain_positive counts -1 as positive",
     }
     half = halves(dev.uid)
-    for name, label in labelers.items():
-        pred = label(dev.text)
-        out[name] = _rounded(score_positives(pred, dev.reference))
-        out[name + "_uncertain_positive"] = _rounded(score_positives(pred, dev.reference, uncertain_positive=True))
+    for name, engine in labelers.items():  # labeling_engines.ENGINES
+        pred, _ = run_engine(engine, dev.text)
+        out[name] = rounded_scores(score_positives(pred, dev.reference))
+        out[name + "_uncertain_positive"] = rounded_scores(score_positives(pred, dev.reference, uncertain_positive=True))
         if name == "rules":  # the two fixed halves every labeler change is checked on
-            out["rules_by_half"] = {f"half_{h}": {"reports": int((half == h).sum()), **_rounded(
+            out["rules_by_half"] = {f"half_{h}": {"reports": int((half == h).sum()), **rounded_scores(
                 score_positives(pred[half == h], dev.reference[half == h]))} for h in (0, 1)}
     print("\nreal reports (IU X-ray dev, index terms; rules on the halves: "
           + ", ".join(f"{k} {v['macro_f1']:.3f}" for k, v in out["rules_by_half"].items()) + "):")

@@ -22,7 +22,6 @@ merged into bench/results/labeling-engines.json, one entry per engine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from radialog_instruct.tasks.io import read_json, write_json
 from radialog_instruct.tasks.labeling.conditions import FINDINGS
 from radialog_instruct.tasks.labeling.openi import load_indexed_reports, score_positives
 from radialog_instruct.tasks.labeling.rules import (
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     dev = load_indexed_reports(args.dev_set)
-    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results = read_json(args.out) if args.out.exists() else {}
     for name in args.engines.split(","):
         labels, seconds = run_engine(name, dev.text)
         entry: dict[str, Any] = {"reports": len(dev.text), "seconds": round(seconds, 2),
@@ -190,8 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = entry
         print(f"{name:16s} macro-F1 {entry['uncertain_as_negative']['macro_f1']:.3f} "
               f"(uncertain as positive {entry['uncertain_as_positive']['macro_f1']:.3f})  {seconds:.1f} s", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    write_json(results, args.out)
     return 0
 
 

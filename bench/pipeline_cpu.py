@@ -44,7 +44,7 @@ from typing import Any
 
 from radialog_instruct.tasks.config import deep_merge, load_params
 from radialog_instruct.tasks.errors import InputError, StageFailure
-from radialog_instruct.tasks.io import write_json
+from radialog_instruct.tasks.io import read_json, write_json
 from radialog_instruct.tasks.workdir import Workdir
 
 from machine import machine_info
@@ -194,7 +194,7 @@ def run_stage(name: str, corpus: Path, workdir: Path, preset: str, reports: Path
     sampler.join()
     if proc.returncode != 0:
         raise SystemExit(f"stage {name} failed with exit code {proc.returncode}")
-    inner = json.loads(result.read_text())
+    inner = read_json(result)
     result.unlink()
     out = {"seconds": inner["seconds"], "process_seconds": round(time.perf_counter() - started, 2),
            "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2), "tree_pss_gib": round(sampler.peak_kib / 2**20, 2),
@@ -216,7 +216,7 @@ def run_ours(corpus: Path, workdir: Path, preset: str, *, validate: bool) -> dic
     stages = {name: run_stage(name, corpus, workdir, preset) for name in names}
     timed = {k: v for k, v in stages.items() if k not in UNTIMED}
     seconds = round(sum(s["seconds"] for s in timed.values()), 2)
-    summary = json.loads(Workdir.at(workdir).report("assemble-summary.json").read_text())
+    summary = read_json(Workdir.at(workdir).report("assemble-summary.json"))
     return {"preset": preset, "stages": stages, "seconds": seconds, "samples": summary["rows"],
             "samples_per_s": round(summary["rows"] / seconds), "rows_per_task": summary["rows_per_task"],
             "prefilled_requests": stages["prefill"].get("returned"),
@@ -247,7 +247,7 @@ def corpus_at(path: Path, studies: int) -> dict[str, Any]:
         images = round(studies * MIMIC_IMAGES / MIMIC_STUDIES)
         subprocess.run([sys.executable, str(REPO / "bench" / "scale_corpus.py"), str(path),
                         "--studies", str(studies), "--images", str(images)], check=True, stdout=subprocess.DEVNULL)
-    return json.loads((path / "SCALE.json").read_text())
+    return read_json(path / "SCALE.json")
 
 
 def side_by_side(studies: int) -> dict[str, Any]:

@@ -49,12 +49,13 @@ import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from radialog_instruct.tasks.io import atomic_path
 from radialog_instruct.tasks.labeling.conditions import CSV_ORDER, FINDINGS, NO_FINDING, SUPPORT_DEVICES
 from radialog_instruct.tasks.sources import demo_phrases as bank
 from radialog_instruct.tasks.sources.demo import (
     Study,
-    _add,
-    _slots,
+    add_devices,
+    add_phrase,
     build_studies,
     finish_study,
     write_mimic_cxr,
@@ -136,18 +137,17 @@ def compose_mimic_study(study: Study, rng: random.Random, rates: LabelRates) -> 
     study.findings, study.impression, study.labels, study.nle = [], [], {}, []
     for cond, value in draw_targets(rng, rates).items():
         if cond == SUPPORT_DEVICES:
-            for phrase in rng.sample(bank.POSITIVE[cond], rng.randint(1, 3)):
-                _add(study, phrase, _slots(rng), impression=False)
+            add_devices(study, rng)
             continue
         phrases = (bank.POSITIVE if value == 1 else bank.UNCERTAIN)[cond]
-        _add(study, rng.choice(phrases), _slots(rng), impression=True)
+        add_phrase(study, rng.choice(phrases), rng, impression=True)
     for cond in PATHOLOGIES:
         if cond not in study.labels and rng.random() < rates.negative[cond]:
-            _add(study, rng.choice(bank.NEGATIVE[cond]), _slots(rng), impression=False)
+            add_phrase(study, rng.choice(bank.NEGATIVE[cond]), rng, impression=False)
     if not study.findings:
         neutral = [p for p in bank.NORMAL if not p.effects]
         for phrase in rng.sample(neutral, rng.randint(1, len(neutral))):
-            _add(study, phrase, _slots(rng), impression=False)
+            add_phrase(study, phrase, rng, impression=False)
     finish_study(study, rng, shuffle=True)
 
 
@@ -236,10 +236,9 @@ def reports_zip(out: Path) -> Path:
     """``out/mimic-cxr``'s reports packed like mimic-cxr-reports.zip (deflated, in path order)."""
     archive = out / "mimic-cxr-reports.zip"
     files = out / "mimic-cxr" / "files"
-    with zipfile.ZipFile(archive.with_suffix(".tmp"), "w", zipfile.ZIP_DEFLATED) as zf:
+    with atomic_path(archive) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(files.rglob("*.txt")):
             zf.write(path, "mimic-cxr-reports/" + path.relative_to(files.parent).as_posix())
-    archive.with_suffix(".tmp").replace(archive)
     return archive
 
 

@@ -114,8 +114,7 @@ def _mention_pattern(spec: Mapping[str, Any], terminator: str, where: str) -> re
         site = _words(_phrases(spec["site"], where + ".site"))
         abnormal = _words(_phrases(spec["abnormal"], where + ".abnormal")) if "abnormal" in spec else None
         normal = _words(_phrases(spec["unremarkable"], where + ".unremarkable")) if "unremarkable" in spec else None
-        states = "|".join(([f"(?P<abn>{abnormal})"] if abnormal else []) + ([f"(?P<nrm>{normal})"] if normal else []))
-        states2 = "|".join(([f"(?P<abn2>{abnormal})"] if abnormal else []) + ([f"(?P<nrm2>{normal})"] if normal else []))
+        states, states2 = _states(abnormal, normal, ""), _states(abnormal, normal, "2")
         site_gap = f"(?:(?!{terminator})[^,{SENTENCE_BREAK}]){{0,{SITE_GAP_CHARS}}}?"
         state_gap = f"(?: (?!{terminator})[^ ,.{SENTENCE_BREAK}]+){{0,{STATE_GAP_WORDS}}}? "
         branches.append(f"{site}{site_gap}(?:{states})")
@@ -125,6 +124,13 @@ def _mention_pattern(spec: Mapping[str, Any], terminator: str, where: str) -> re
     if not branches:
         raise ConfigError(f"{where}: no mentions and no site")
     return re.compile(_WORD_START + "(?:" + "|".join(branches) + ")")
+
+
+def _states(abnormal: str | None, normal: str | None, suffix: str) -> str:
+    """The abnormal (``abn``) and normal (``nrm``) words as named groups; ``suffix`` keeps the
+    names of a second use in one pattern apart."""
+    return "|".join(([f"(?P<abn{suffix}>{abnormal})"] if abnormal else [])
+                    + ([f"(?P<nrm{suffix}>{normal})"] if normal else []))
 
 
 def _cue(spec: Mapping[str, Any], key: str, where: str) -> re.Pattern[str]:
@@ -176,9 +182,8 @@ def load_grammar() -> Grammar:
     return Grammar(
         conditions=tuple(conditions),
         terminator=re.compile(terminator),
-        negation_terminator=re.compile(_words(_phrases(cues.get("negation_terminators"),
-                                                       "cues.yaml: negation_terminators"))),
-        finite_verb=re.compile(_words(_phrases(cues.get("finite_verbs"), "cues.yaml: finite_verbs"))),
+        negation_terminator=_cue(cues, "negation_terminators", "cues.yaml"),
+        finite_verb=_cue(cues, "finite_verbs", "cues.yaml"),
         pseudo=_cue(cues, "pseudo", "cues.yaml"),
         negation_pre=_cue(cues.get("negation"), "pre", "cues.yaml: negation"),
         negation_post=_cue(cues.get("negation"), "post", "cues.yaml: negation"),

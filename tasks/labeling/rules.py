@@ -23,7 +23,7 @@ For a batch of reports:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -103,20 +103,20 @@ class _Cues:
         return hit if limit is None else hit & (self.starts[j] < limit)
 
 
-def subject_cues(grammar: Grammar, text: str, blockers: tuple[np.ndarray, np.ndarray],
-                 clause_of: Callable[[np.ndarray], np.ndarray], bounds: np.ndarray) -> _Cues:
-    """The ``subject`` negation cues that govern everything before them in their clause: those with
-    no finite verb between the clause start and the cue ("consolidation and atelectasis at the left
-    base have cleared", but not "the heart is enlarged and the effusion has resolved")."""
+def subject_cues(grammar: Grammar, text: str, blockers: tuple[np.ndarray, np.ndarray], bounds: np.ndarray) -> _Cues:
+    """The ``subject`` negation cues that govern everything before them in their clause (clauses
+    end at ``bounds``): those with no finite verb between the clause start and the cue
+    ("consolidation and atelectasis at the left base have cleared", but not "the heart is enlarged
+    and the effusion has resolved")."""
     starts, ends = _spans(grammar.negation_subject, text)
     keep = ~_covered(starts, ends, *blockers)
     starts, ends = starts[keep], ends[keep]
     if len(starts):
         verbs, verb_ends = _spans(grammar.finite_verb, text)
         verbs = verbs[~_covered(verbs, verb_ends, starts, ends, start_only=True)]  # the cue's own verb
-        clause_start = np.concatenate([[0], bounds])[clause_of(starts)]
+        clause_start = np.concatenate([[0], bounds])[np.searchsorted(bounds, starts, side="right")]
         starts = starts[np.searchsorted(verbs, starts) == np.searchsorted(verbs, clause_start)]
-    return _Cues(starts, clause_of(starts))
+    return _Cues(starts, np.searchsorted(bounds, starts, side="right"))
 
 
 def mention_spans(grammar: Grammar, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -173,7 +173,7 @@ def sentence_codes(grammar: Grammar, sentences: Sequence[str]) -> np.ndarray:
     neg = (cues(g.negation_pre, blockers, neg_bounds).before(start, end, n_start)
            | cues(g.negation_post, blockers, neg_bounds).after(start, end, n_end, g.post_window)
            | cues(g.negation_adjacent, blockers, neg_bounds).after(start, end, n_end, ADJACENT_WINDOW, outside=True)
-           | subject_cues(g, joined, blockers, lambda pos: clause(pos, neg_bounds), neg_bounds)
+           | subject_cues(g, joined, blockers, neg_bounds)
            .after(start, end, n_end, len(joined), outside=True))
     unc = (cues(g.uncertainty_pre, blockers).before(start, end, c_start)
            | cues(g.uncertainty_post, blockers).after(start, end, c_end, g.post_window, next_start))

@@ -82,7 +82,10 @@ def _no_finding(labels: dict[str, int]) -> None:
         labels[NO_FINDING] = 1
 
 
-def _add(study: Study, phrase: bank.Phrase, slots: dict[str, str], *, impression: bool) -> None:
+def add_phrase(study: Study, phrase: bank.Phrase, rng: random.Random, *, impression: bool) -> None:
+    """Add a phrase with freshly drawn slots (side, size, ...) to the findings, its labels and NLE,
+    and (with ``impression``) its impression sentence."""
+    slots = _slots(rng)
     text = _fill(phrase.text, slots)
     study.findings.append(text)
     _merge(study.labels, phrase.effects)
@@ -92,12 +95,18 @@ def _add(study: Study, phrase: bank.Phrase, slots: dict[str, str], *, impression
         study.impression.append(_fill(phrase.impression, slots))
 
 
+def add_devices(study: Study, rng: random.Random) -> None:
+    """One to three Support Devices sentences (findings only)."""
+    for phrase in rng.sample(bank.POSITIVE[SUPPORT_DEVICES], rng.randint(1, 3)):
+        add_phrase(study, phrase, rng, impression=False)
+
+
 def compose_study(study: Study, rng: random.Random, forced: str | None) -> None:
     """Fill a study's sentences and labels."""
     normal = forced is None and rng.random() < 0.28
     if normal:
         for phrase in rng.sample(bank.NORMAL, rng.randint(3, 5)):
-            _add(study, phrase, _slots(rng), impression=False)
+            add_phrase(study, phrase, rng, impression=False)
         study.impression.append(rng.choice(bank.NORMAL_IMPRESSIONS))
         study.portable = rng.random() < 0.2
     else:
@@ -115,16 +124,15 @@ def compose_study(study: Study, rng: random.Random, forced: str | None) -> None:
             positives.append(SUPPORT_DEVICES)
         for cond in positives:
             if cond == SUPPORT_DEVICES:
-                for phrase in rng.sample(bank.POSITIVE[cond], rng.randint(1, 3)):
-                    _add(study, phrase, _slots(rng), impression=False)
+                add_devices(study, rng)
                 continue
-            _add(study, rng.choice(bank.POSITIVE[cond]), _slots(rng), impression=True)
+            add_phrase(study, rng.choice(bank.POSITIVE[cond]), rng, impression=True)
         if rng.random() < 0.35:
             cand = [c for c in bank.UNCERTAIN if c not in positives]
-            _add(study, rng.choice(bank.UNCERTAIN[rng.choice(cand)]), _slots(rng), impression=True)
+            add_phrase(study, rng.choice(bank.UNCERTAIN[rng.choice(cand)]), rng, impression=True)
         negatives = [c for c in bank.NEGATIVE if c not in study.labels]
         for cond in rng.sample(negatives, min(len(negatives), rng.randint(1, 3))):
-            _add(study, rng.choice(bank.NEGATIVE[cond]), _slots(rng), impression=False)
+            add_phrase(study, rng.choice(bank.NEGATIVE[cond]), rng, impression=False)
     finish_study(study, rng, shuffle=not normal)
 
 

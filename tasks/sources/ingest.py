@@ -97,7 +97,8 @@ def ingest(cfg: SourcesConfig, wd: Workdir) -> dict[str, Any]:
     notes: dict[str, int] = dict(cxr.notes)
 
     if nle_frame is not None:
-        nle, nle_notes = resolve_against_reports(nle_frame, cxr.reports.to_pandas(), cxr.raw_texts)
+        reports = cxr.reports.select(["study_id", "subject_id", "findings"]).to_pandas()
+        nle, nle_notes = resolve_against_reports(nle_frame, reports, cxr.raw_texts)
         notes.update(nle_notes)
     else:
         nle = NLE.empty_table()

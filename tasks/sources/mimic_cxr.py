@@ -17,7 +17,7 @@ from __future__ import annotations
 import gzip
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,11 +151,12 @@ def report_source(source: Path) -> tuple[str, bool]:
     return str(root), False
 
 
-def iter_report_files(source: Path) -> Iterator[tuple[str, bytes]]:
-    """Yield (relative path ``files/pNN/pSUBJECT/sSTUDY.txt``, raw bytes) for every report, in file
-    order, in this process."""
+def iter_report_files(source: Path, want: Callable[[str], bool] | None = None) -> Iterator[tuple[str, bytes]]:
+    """Yield (relative path ``files/pNN/pSUBJECT/sSTUDY.txt``, raw bytes) for every report that
+    ``want`` accepts by its relative path (default: all; the others are not read), in file order,
+    in this process."""
     root, is_zip = report_source(source)
-    yield from iter_report_bytes(root, is_zip=is_zip)
+    yield from iter_report_bytes(root, is_zip=is_zip, want=want)
 
 
 def load_reports(source: Path, keep_raw: set[int] | frozenset[int] = frozenset(), *, workers: int | None = None,
@@ -169,7 +170,7 @@ def load_reports(source: Path, keep_raw: set[int] | frozenset[int] = frozenset()
                                batch_size=batch_size)
     if table.num_rows == 0:
         raise InputError(source, "no reports found", expected="files/pNN/pSUBJECT/sSTUDY.txt")
-    frame = table.combine_chunks().to_pandas()  # one chunk per column, as the Parquet pages expect
+    frame = table.to_pandas()
     dup = frame["study_id"].duplicated()
     if dup.any():
         raise InputError(source, f"study {int(frame.loc[dup, 'study_id'].iloc[0])} has more than one report file",

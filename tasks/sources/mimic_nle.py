@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -66,10 +67,15 @@ def find_nle_files(folder: Path) -> list[tuple[Path, str, bool]]:
 
 
 def read_nle_file(path: Path, split: str, is_query: bool) -> list[dict]:
+    return [record for _, record in iter_nle_file(path, split, is_query)]
+
+
+def iter_nle_file(path: Path, split: str, is_query: bool) -> Iterator[tuple[dict, dict]]:
+    """(the JSON object as read, its checked record) for each line of an NLE file; a malformed
+    line is a one-line error."""
     required = ["sentence_ID", "diagnosis_label", "evidence_label", "img_labels"]
     if not is_query:
         required += ["nle", "patient_ID", "report_ID"]
-    records = []
     with open(path, encoding="utf-8") as fh:
         for line_no, line in enumerate(fh, start=1):
             if not line.strip():
@@ -97,7 +103,7 @@ def read_nle_file(path: Path, split: str, is_query: bool) -> list[dict]:
                 if not re.fullmatch(r"p\d{8}", str(rec["patient_ID"])):
                     raise InputError(path, f"bad patient_ID {rec['patient_ID']!r}", record=f"line {line_no}",
                                      expected='"p<8-digit subject>"')
-            records.append({
+            yield rec, {
                 "sentence_id": rec["sentence_ID"],
                 "study_id": study,
                 "subject_id": int(rec["patient_ID"][1:]) if not is_query else None,
@@ -108,8 +114,7 @@ def read_nle_file(path: Path, split: str, is_query: bool) -> list[dict]:
                 "evidence": _decode_onehot(rec["evidence_label"], str(path), line_no, "evidence_label"),
                 "img_labels": _decode_img_labels(rec["img_labels"], str(path), line_no),
                 "text_source": "query+report" if is_query else "released",
-            })
-    return records
+            }
 
 
 def report_sentences(raw_text: str) -> list[str]:

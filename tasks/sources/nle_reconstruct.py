@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import InputError
 from ..io import write_text
 from .mimic_cxr import iter_report_files
-from .mimic_nle import NLE_SPLITS, read_nle_file, report_sentences
+from .mimic_nle import NLE_SPLITS, iter_nle_file, report_sentences
 from .report_parsing import parse_report_path
 
 QUERY_FILE = "{split}-query.json"
@@ -41,36 +41,34 @@ def query_files(folder: Path) -> dict[str, Path]:
 def report_texts(reports: Path, studies: set[int]) -> dict[int, tuple[int, str]]:
     """``{study_id: (subject_id, raw text)}`` for the wanted studies, from the zip or the report tree."""
     found: dict[int, tuple[int, str]] = {}
-    for rel, data in iter_report_files(reports):
+
+    def wanted(rel: str) -> bool:  # every path is checked; only the wanted reports are read
+        return parse_report_path(rel, f"{reports}!{rel}")[1] in studies
+
+    for rel, data in iter_report_files(reports, wanted):
         subject, study = parse_report_path(rel, f"{reports}!{rel}")
-        if study in studies:
-            try:
-                found[study] = (subject, data.decode("utf-8"))
-            except UnicodeDecodeError as err:
-                raise InputError(f"{reports}!{rel}", f"not UTF-8 text (byte {err.start})",
-                                 expected="a plain-text report") from None
+        try:
+            found[study] = (subject, data.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise InputError(f"{reports}!{rel}", f"not UTF-8 text (byte {err.start})",
+                             expected="a plain-text report") from None
     return found
 
 
 def reconstruct_nle(query_dir: Path, reports: Path, out_dir: Path) -> dict[str, Any]:
     """Write ``mimic-nle-{split}.json`` into ``out_dir``; returns counts per split and the misses."""
     queries = query_files(query_dir)
-    raw: dict[str, list[dict[str, Any]]] = {}
-    studies: set[int] = set()
-    for split, path in queries.items():
-        checked = read_nle_file(path, split, is_query=True)  # one-line errors for malformed records
-        raw[split] = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        studies.update(int(rec["study_id"]) for rec in checked)
+    read = {split: list(iter_nle_file(path, split, is_query=True)) for split, path in queries.items()}
+    studies = {checked["study_id"] for records in read.values() for _, checked in records}
     texts = report_texts(reports, studies)
     counts: dict[str, Any] = {"nle_records": 0, "nle_written": 0, "nle_report_missing": 0,
                               "nle_sentence_out_of_range": 0, "nle_missing_examples": []}
     sentences_of: dict[int, list[str]] = {}
-    for split, records in raw.items():
+    for split, records in read.items():
         lines = []
-        for rec in records:
+        for rec, checked in records:
             counts["nle_records"] += 1
-            study_part, _, index_part = rec["sentence_ID"].partition("#")
-            study, index = int(study_part[1:]), int(index_part)
+            study, index = checked["study_id"], checked["sentence_index"]
             if study not in texts:
                 _miss(counts, "nle_report_missing", rec["sentence_ID"])
                 continue

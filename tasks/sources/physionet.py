@@ -12,7 +12,7 @@ Credentialed files are served with HTTP basic authentication over https (what
 ``wget --user --ask-password`` does). PhysioNet accepts basic authentication only from
 non-browser user agents it recognises by a ``Wget/`` or ``libwfdb/`` prefix (physionet-build,
 ``project/utility.py``, ``HTTP_AUTH_USER_AGENT``); any other agent gets 403 even with a valid login.
-So the client announces itself as ``Wget/1.21 (compatible; radialog-instruct/<version>)``: wget's
+So the client (:mod:`.physionet_http`) announces itself as ``Wget/1.21 (compatible; radialog-instruct/<version>)``: wget's
 protocol subset (GET, Range, basic auth), plus our name so the server can tell us apart.
 
 Status codes (same source, ``check_http_auth`` / ``require_http_auth``): 401 = the user name and
@@ -27,9 +27,6 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
-import httpx
-
-from .. import __version__
 from ..errors import ConfigError
 from .checksums import SUMS_FILE
 from .mimic_cxr import CHEXPERT, METADATA, SPLIT
@@ -38,7 +35,6 @@ MIMIC_CXR = "mimic-cxr"
 MIMIC_CXR_JPG = "mimic-cxr-jpg"
 REPORTS_ZIP = "mimic-cxr-reports.zip"
 JPG_TABLES = tuple(f"{name}.gz" for name in (METADATA, SPLIT, CHEXPERT))
-USER_AGENT = f"Wget/1.21 (compatible; radialog-instruct/{__version__}; httpx/{httpx.__version__})"
 
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 

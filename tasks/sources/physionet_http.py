@@ -21,13 +21,17 @@ from pathlib import Path
 
 import httpx
 
+from .. import __version__
 from ..errors import ConfigError, InputError
-from .physionet import USER_AGENT, Project
+from ..io import sha256_file
+from .physionet import Project
 from .transfer_progress import Progress
 
 CHUNK = 1 << 20
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _UNSATISFIED_RANGE = re.compile(r"^bytes \*/(\d+)$")
+#: Wget's prefix, which PhysioNet needs for basic authentication (see :mod:`.physionet`), then our name.
+USER_AGENT = f"Wget/1.21 (compatible; radialog-instruct/{__version__}; httpx/{httpx.__version__})"
 
 
 class TransientError(RuntimeError):
@@ -80,14 +84,14 @@ def _transfer(client: httpx.Client, url: str, part: Path, name: str, login: Logi
         if response.status_code == 416 and offset:
             match = _UNSATISFIED_RANGE.match(response.headers.get("Content-Range", ""))
             if match and int(match.group(1)) == offset:  # the part already holds the whole file
-                return _hash_file(part).hexdigest(), 0
+                return sha256_file(part, CHUNK), 0
             return None
         raise_for_status(response, url, login)
         if response.status_code == 206:
             match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
             if match is None or int(match.group(1)) != offset:
                 return None
-            digest, mode = _hash_file(part), "ab"
+            digest, mode = _sha256_of(part), "ab"
         else:  # 200: the whole file, whatever was asked
             digest, mode, offset = hashlib.sha256(), "wb", 0
         length = response.headers.get("Content-Length")
@@ -132,10 +136,11 @@ def raise_for_status(response: httpx.Response, url: str, login: Login | None) ->
     raise InputError(url, f"HTTP {code} from the server", expected="200 or 206")
 
 
-def _hash_file(path: Path) -> hashlib._Hash:
+def _sha256_of(path: Path) -> hashlib._Hash:
+    """A SHA-256 object fed with the bytes already in ``path``, to go on with the bytes appended
+    (:func:`..io.sha256_file` returns only the hex digest)."""
     digest = hashlib.sha256()
-    if path.exists():
-        with open(path, "rb") as fh:
-            while block := fh.read(CHUNK):
-                digest.update(block)
+    with open(path, "rb") as fh:
+        while block := fh.read(CHUNK):
+            digest.update(block)
     return digest

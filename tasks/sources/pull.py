@@ -77,11 +77,17 @@ class Outcome:
 
 @dataclass(frozen=True)
 class PullPlan:
-    config: PhysioNetConfig
     sources: SourcesConfig
     wd: Workdir
     reports_zip: Path | None
-    jpg_root: Path
+
+    @property
+    def config(self) -> PhysioNetConfig:
+        return self.sources.physionet
+
+    @property
+    def jpg_root(self) -> Path:
+        return self.sources.cxr_paths().jpg_root
 
     @property
     def cache(self) -> Path:
@@ -123,7 +129,7 @@ def plan_pull(params: dict[str, Any], wd: Workdir) -> PullPlan:
     else:
         raise ConfigError(f"params: sources.mimic_cxr.reports is {cxr.reports}; `pull` downloads "
                           f"{REPORTS_ZIP}, so give the path of the zip (e.g. .../mimic-cxr/2.0.0/{REPORTS_ZIP})")
-    return PullPlan(cfg, sources, wd, reports, cxr.jpg_root)
+    return PullPlan(sources, wd, reports)
 
 
 class Fetcher:
@@ -176,10 +182,8 @@ def fetch_sums(project: Project, fetcher: Fetcher, *, force: bool = False) -> di
     path = fetcher.plan.sums_path(project)
     if force or not path.exists():
         client, login = fetcher.physionet(project)
-        part = part_path(path)
-        download(client, project.sums_url, part, name=f"{project.label} {SUMS_FILE}", login=login,
-                 progress=fetcher.progress)
-        os.replace(part, path)
+        _download_to(client, project.sums_url, path, name=f"{project.label} {SUMS_FILE}", login=login,
+                     progress=fetcher.progress)
     return parse_sha256sums(path.read_text(encoding="utf-8"), project.sums_url)
 
 
@@ -274,8 +278,14 @@ def fetch_public(url: str, target: Path, fetcher: Fetcher, *, force: bool = Fals
     """A file from a public URL (no login, no published checksum); kept once complete. Returns bytes."""
     if target.exists() and not force:
         return 0
+    return _download_to(fetcher.public(), url, target, name=target.name, login=None, progress=fetcher.progress)
+
+
+def _download_to(client: httpx.Client, url: str, target: Path, *, name: str, login: Login | None,
+                 progress: Progress) -> int:
+    """``url`` into ``target`` through its ``.part`` file, unchecked; returns the bytes fetched."""
     part = part_path(target)
-    _, fetched = download(fetcher.public(), url, part, name=target.name, login=None, progress=fetcher.progress)
+    _, fetched = download(client, url, part, name=name, login=login, progress=progress)
     os.replace(part, target)
     return fetched
 
@@ -299,7 +309,7 @@ def pull_mimic_nle(plan: PullPlan, fetcher: Fetcher, *, force: bool = False) -> 
             if not (query_dir / name).is_file() or (query_dir / name).read_bytes() != src.read_bytes():
                 with atomic_path(query_dir / name) as tmp:
                     shutil.copyfile(src, tmp)
-    reports = plan.reports_zip or plan.sources.cxr_paths().reports
+    reports = plan.sources.cxr_paths().reports
     spec = StageSpec("pull-mimic-nle", [*query_files(query_dir).values(), reports],
                      [out / OUTPUT_FILE.format(split=split) for split in NLE_SPLITS], code=code_files(NLE_MODULES))
     if not force and is_fresh(spec, plan.wd):

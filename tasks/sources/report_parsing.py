@@ -19,7 +19,7 @@ import re
 import struct
 import zipfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from itertools import islice
 
@@ -44,6 +44,10 @@ FolderUnit = tuple[str, str, bool]
 ZipMember = tuple[str, int, int, int, int, int]
 #: Parsed rows of one batch, and the raw text of its studies that are in ``keep_raw``.
 ParsedBatch = tuple[pa.RecordBatch, dict[int, str]]
+#: A report: (where, for errors; path from the reports root; raw bytes).
+Report = tuple[str, str, bytes]
+#: Which reports to read, by path from the reports root.
+Want = Callable[[str], bool]
 
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, 22 bytes, file name length, extra field length
 
@@ -148,11 +152,19 @@ def folder_units(root: str) -> list[FolderUnit]:
     return units
 
 
-def parse_folder_batch(units: Sequence[FolderUnit], keep_raw: frozenset[int]) -> ParsedBatch:
-    batch = _Batch(keep_raw)
+def _folder_reports(units: Sequence[FolderUnit], want: Want | None = None) -> Iterator[Report]:
+    """(file path, path from the reports root, bytes) of the reports in ``units`` that ``want``
+    accepts (default: all), in os.walk order; unwanted files are not read."""
     for path, rel, is_folder in units:
         for file, file_rel in _walk(path, rel) if is_folder else ((path, rel),):
-            batch.add(file, file_rel, read_file(file))
+            if want is None or want(file_rel):
+                yield file, file_rel, read_file(file)
+
+
+def parse_folder_batch(units: Sequence[FolderUnit], keep_raw: frozenset[int]) -> ParsedBatch:
+    batch = _Batch(keep_raw)
+    for where, rel, data in _folder_reports(units):
+        batch.add(where, rel, data)
     return batch.result()
 
 
@@ -192,38 +204,38 @@ def member_bytes(archive: str, view: mmap.mmap, member: ZipMember) -> bytes:
     return data
 
 
-def parse_zip_batch(archive: str, members: Sequence[ZipMember], keep_raw: frozenset[int]) -> ParsedBatch:
-    batch = _Batch(keep_raw)
+def _zip_reports(archive: str, members: Sequence[ZipMember], want: Want | None = None) -> Iterator[Report]:
+    """(``archive!path``, path from the reports root, bytes) of the ``members`` that ``want``
+    accepts (default: all), in order; unwanted members are not decompressed."""
     with open(archive, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
         for member in members:
             name = member[0]
+            rel = name[name.index("files/"):]
+            if want is not None and not want(rel):
+                continue
             try:
                 data = member_bytes(archive, view, member)
             except (zipfile.BadZipFile, zlib.error, struct.error, EOFError) as err:
                 raise InputError(f"{archive}!{name}", f"cannot read report ({err})") from None
-            rel = name[name.index("files/"):]
-            batch.add(f"{archive}!{rel}", rel, data)
+            yield f"{archive}!{rel}", rel, data
+
+
+def parse_zip_batch(archive: str, members: Sequence[ZipMember], keep_raw: frozenset[int]) -> ParsedBatch:
+    batch = _Batch(keep_raw)
+    for where, rel, data in _zip_reports(archive, members):
+        batch.add(where, rel, data)
     return batch.result()
 
 
 # --- both --------------------------------------------------------------------------------------
 
-def iter_report_bytes(source: str, *, is_zip: bool) -> Iterator[tuple[str, bytes]]:
+def iter_report_bytes(source: str, *, is_zip: bool, want: Want | None = None) -> Iterator[tuple[str, bytes]]:
     """(path from the reports root, raw bytes) of every report under ``source`` (the ``files``
-    folder, or the zip), in file order, in this process (for readers that need the raw files)."""
-    if is_zip:
-        with open(source, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
-            for member in zip_members(source):
-                name = member[0]
-                try:
-                    data = member_bytes(source, view, member)
-                except (zipfile.BadZipFile, zlib.error, struct.error, EOFError) as err:
-                    raise InputError(f"{source}!{name}", f"cannot read report ({err})") from None
-                yield name[name.index("files/"):], data
-        return
-    for path, rel, is_folder in folder_units(source):
-        for file, file_rel in _walk(path, rel) if is_folder else ((path, rel),):
-            yield file_rel, read_file(file)
+    folder, or the zip) that ``want`` accepts (default: all; the others are not read), in file
+    order, in this process (for readers that need the raw files)."""
+    reports = _zip_reports(source, zip_members(source), want) if is_zip else _folder_reports(folder_units(source), want)
+    for _, rel, data in reports:
+        yield rel, data
 
 
 def parse_reports(source: str, *, is_zip: bool, keep_raw: frozenset[int], workers: int | None = None,

@@ -97,7 +97,7 @@ _PARAGRAPH = "\n \n"
 @lru_cache(maxsize=4096)
 def normalize_section_name(name: str) -> str:
     name = name.lower().strip()
-    if name in _CANDIDATE_NAMES:
+    if name in _CANONICAL:
         return _CANONICAL[name]
     for main in _MAIN:
         if main in name:
@@ -105,9 +105,6 @@ def normalize_section_name(name: str) -> str:
     if _VIEW_PHRASE.search(name):
         return "findings"
     return name
-
-
-_CANDIDATE_NAMES = frozenset(_CANONICAL)
 
 
 @dataclass(frozen=True)
@@ -139,7 +136,7 @@ def _sections(text: str) -> list[tuple[str, str, int]]:
     return sections
 
 
-_MAIN_TWO = ("impression", "findings")
+_MAIN_TWO = _MAIN[:2]  # impression, findings
 
 
 def split_sections(text: str) -> list[Section]:

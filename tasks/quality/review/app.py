@@ -310,9 +310,7 @@ def create_app(wd: Workdir, *, reviewer: str, allowed_hosts: list[str]) -> FastA
         row = data.rows.select(["request_hash", "verdict"]).slice(index, 1).to_pylist()[0]
         append_decisions(wd, new_decisions([body.sample_id], [row["request_hash"]], [body.decision], [body.note],
                                            [reviewer], [row["verdict"]], origin="web"))
-        counts = progress(source.snapshot())
-        return {"ok": True, "sample_id": body.sample_id, "decision": body.decision,
-                "progress": {k: counts[k] for k in ("rows", "reviewed", "accepted", "rejected")}}
+        return {"ok": True, "sample_id": body.sample_id, "decision": body.decision}
 
     @app.get("/api/progress")
     def progress_api() -> dict[str, Any]:
@@ -325,9 +323,9 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def serve(wd: Workdir, *, host: str, port: int, reviewer: str) -> None:
-    """Run the app with uvicorn until interrupted. On 127.0.0.1 only requests naming it (or
-    localhost) in their Host header are answered."""
+    """Run the app with uvicorn until interrupted. On a loopback address only requests naming one
+    (127.0.0.1, localhost, [::1]) in their Host header are answered."""
     import uvicorn
 
-    allowed = ["127.0.0.1", "localhost"] if host in ("127.0.0.1", "localhost") else ["*"]
+    allowed = [f"[{name}]" if ":" in name else name for name in LOOPBACK] if host in LOOPBACK else ["*"]
     uvicorn.run(create_app(wd, reviewer=reviewer, allowed_hosts=allowed), host=host, port=port, log_level="warning")

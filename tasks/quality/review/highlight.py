@@ -9,12 +9,13 @@ effusion"): the labels say what was concluded, the highlight shows where to look
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from ...labeling.grammar import load_grammar
+import numpy as np
 
-_HYPHEN = re.compile(r"(?<=[a-z0-9])-(?=[a-z0-9])")
+from ...labeling.conditions import FINDINGS
+from ...labeling.grammar import load_grammar
+from ...labeling.rules import _HYPHEN, mention_spans
 
 
 @dataclass(frozen=True)
@@ -33,17 +34,11 @@ def _normalised(text: str) -> str:
 def mentions(text: str) -> list[tuple[int, int, str]]:
     """(start, end, finding) of the mentions in ``text``, sorted, not overlapping (earliest, then
     longest wins)."""
-    normal = _normalised(text)
-    found = []
-    for cond in load_grammar().conditions:
-        excluded = [m.span() for m in cond.exclude.finditer(normal)] if cond.exclude is not None else []
-        for match in cond.mention.finditer(normal):
-            if not any(a <= match.start() < b for a, b in excluded):
-                found.append((match.start(), match.end(), cond.name))
+    starts, ends, index, _ = mention_spans(load_grammar(), _normalised(text))
     out: list[tuple[int, int, str]] = []
-    for start, end, name in sorted(found, key=lambda m: (m[0], -m[1])):
-        if not out or start >= out[-1][1]:
-            out.append((start, end, name))
+    for i in np.lexsort((-ends, starts)):  # stable: on a tie, the first condition in FINDINGS order
+        if not out or starts[i] >= out[-1][1]:
+            out.append((int(starts[i]), int(ends[i]), FINDINGS[index[i]]))
     return out
 
 
