@@ -12,15 +12,16 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 PARQUET_COMPRESSION = "zstd"
+T = TypeVar("T")
 
 
 def _tmp_sibling(path: Path) -> Path:
@@ -74,18 +75,37 @@ def write_parquet(table: pa.Table, path: str | Path, *, row_group_size: int | No
     return path
 
 
-def read_parquet(path: str | Path, columns: list[str] | None = None) -> pa.Table:
-    """A Parquet table; a missing or damaged file is a one-line :class:`~.errors.InputError`."""
+@contextmanager
+def parquet_writer(path: str | Path, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+    """A zstd Parquet writer (with statistics, as :func:`write_parquet`) whose file appears at
+    ``path`` only when the block succeeds."""
+    with atomic_path(path) as tmp, \
+            pq.ParquetWriter(tmp, schema, compression=PARQUET_COMPRESSION, write_statistics=True) as writer:
+        yield writer
+
+
+def _opened(path: str | Path, open_: Callable[[Path], T]) -> T:
+    """``open_(path)``; a missing or damaged file is a one-line :class:`~.errors.InputError`."""
     from .errors import InputError
 
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file not found", expected="the output of an earlier stage; run it first")
     try:
-        return pq.read_table(path, columns=columns)
+        return open_(path)
     except (OSError, pa.ArrowException) as err:
         raise InputError(path, f"not a readable Parquet file ({type(err).__name__}: {' '.join(str(err).split())[:200]})",
                          expected="the file as the stage that writes it left it") from None
+
+
+def read_parquet(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet table; a missing or damaged file is a one-line :class:`~.errors.InputError`."""
+    return _opened(path, lambda p: pq.read_table(p, columns=columns))
+
+
+def parquet_file(path: str | Path) -> pq.ParquetFile:
+    """A Parquet file opened for reading row group by row group (errors as :func:`read_parquet`)."""
+    return _opened(path, pq.ParquetFile)
 
 
 def dumps_json(obj: Any) -> str:

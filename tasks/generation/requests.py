@@ -36,6 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ...schemas.tables import MESSAGES
 from ..errors import InputError
 from ..text.conversation import Conversation, load_conversation, params_conversation
 from ..workdir import Workdir
@@ -45,8 +46,7 @@ from .models import ModelRef, model_ref
 
 HASH_VERSION = 1
 PLAN_COLUMNS = ["sample_id", "template_version", "gen_messages"]
-_PLAN_PART = pa.schema([("sample_id", pa.string()), ("template_version", pa.string()),
-                        ("gen_messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())])))])
+_PLAN_PART = pa.schema([("sample_id", pa.string()), ("template_version", pa.string()), ("gen_messages", MESSAGES)])
 
 
 @dataclass(frozen=True)
@@ -94,12 +94,13 @@ def _column_hashes(plan: pa.Table, settings: RequestSettings, conversation: Conv
     """:func:`request_hash` of every row with ``gen_messages``, column-wise: the prompts rendered
     and JSON-escaped as arrays, put between the constant parts of the payload text (the payload
     of :func:`_payload` cut at two placeholder values), then one SHA-256 per row."""
-    from ..instruct.columns import concat, json_escape, lengths_of, parts_of, render_conversations
+    from ..instruct.columns import concat, json_escape, parts_of, render_turns
 
     replay = pc.indices_nonzero(plan.column("gen_messages").is_valid())
     rows = plan.select(["sample_id", "template_version", "gen_messages"]).take(replay)
-    offsets, roles, _ = parts_of(rows.column("gen_messages"))
-    lengths = lengths_of(rows.column("gen_messages"))
+    turns = parts_of(rows.column("gen_messages"))
+    offsets, roles, _ = turns
+    lengths = np.diff(offsets)
     last_user = np.zeros(len(lengths), dtype=bool)
     last_user[lengths > 0] = np.asarray(pc.equal(roles, "user").to_numpy(zero_copy_only=False),
                                         dtype=bool)[offsets[1:][lengths > 0] - 1]
@@ -111,7 +112,7 @@ def _column_hashes(plan: pa.Table, settings: RequestSettings, conversation: Conv
             raise InputError("plan", problem, record=str(rows.column("sample_id")[int(np.argmax(bad))].as_py()),
                              expected=expected)
     head, middle, tail = _placeholder_parts(settings, conversation)
-    texts = concat(head, json_escape(render_conversations(rows.column("gen_messages"), conversation)), middle,
+    texts = concat(head, json_escape(render_turns(*turns, conversation)), middle,
                    json_escape(rows.column("template_version")), tail)
     data, ends = texts.buffers()[2], np.frombuffer(texts.buffers()[1], dtype=np.int32, count=len(texts) + 1,
                                                      offset=texts.offset * 4)
@@ -162,18 +163,18 @@ def _rendered(plan: pa.Table | pd.DataFrame, conversation: Conversation) -> list
 
 
 def request_hashes(plan: pa.Table | pd.DataFrame, settings: RequestSettings | Mapping[str, Any],
-                   wd: Workdir | None = None) -> list[str | None]:
+                   wd: Workdir | None = None, *, conversation: Conversation | None = None) -> list[str | None]:
     """The request hash of every plan row, row-aligned; None for rows that are not replay rows.
 
-    ``settings`` is a :class:`RequestSettings` (prompts rendered with the packaged conversation),
-    or the params together with the work dir (a local or demo model's identity is read from its
-    folder; the conversation is the build's)."""
-    conversation = load_conversation()
+    ``settings`` is a :class:`RequestSettings` (prompts rendered with ``conversation``, default the
+    packaged one), or the params together with the work dir (a local or demo model's identity is
+    read from its folder; the conversation is the build's)."""
     if not isinstance(settings, RequestSettings):
         if wd is None:
             raise TypeError("request_hashes(plan, params, wd): the work dir is needed with params")
         conversation = params_conversation(dict(settings))
         settings = request_settings(dict(settings), wd)
+    conversation = conversation or load_conversation()
     if not isinstance(plan, pa.Table):
         plan = pa.Table.from_pandas(plan.reindex(columns=PLAN_COLUMNS), schema=_PLAN_PART, preserve_index=False)
     return _column_hashes(plan, settings, conversation)

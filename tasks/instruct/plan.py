@@ -16,12 +16,11 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ...schemas import PLAN
 from ..config import section
 from ..errors import ConfigError, InputError
-from ..io import PARQUET_COMPRESSION, atomic_path, read_parquet, write_json
+from ..io import parquet_writer, read_parquet, write_json
 from ..stage import StageSpec
 from ..storage.shards import with_pandas_metadata
 from ..workdir import Workdir
@@ -190,8 +189,8 @@ def write_plan(ctx: BuildContext, inputs: PlanInputs, path: Any) -> Summary:
     written as soon as it is built, so one batch's columns are in memory, not the plan's."""
     schema = with_pandas_metadata(PLAN, OBJECT_COLUMNS)
     summary, ids = Summary(), []
-    with atomic_path(path) as tmp, ThreadPoolExecutor(1) as background:
-        with pq.ParquetWriter(tmp, schema, compression=PARQUET_COMPRESSION, write_statistics=True) as writer:
+    with parquet_writer(path, schema) as writer:
+        with ThreadPoolExecutor(1) as background:
             written = None  # a batch is compressed and written while the next one is built
             for task in tasks_of(ctx):
                 for table in task_batches(ctx, inputs, task):

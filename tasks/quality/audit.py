@@ -69,25 +69,24 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ... import schemas
 from ..config import section
 from ..errors import ConfigError, InputError
 from ..generation.cache import cache_dir
+from ..generation.results import answers, cached_at, generation_cache, plan_file, plan_hashes
 from ..instruct import plan as plan_stage
 from ..instruct.columns import parts_of
 from ..instruct.presets import CORRECTION, EASY_LANGUAGE, REGION_QA, REPLAY_TASKS, SUMMARIZATION
 from ..instruct.templates import load_templates, template_files
-from ..io import PARQUET_COMPRESSION, atomic_path, read_parquet
+from ..io import parquet_writer, read_parquet
 from ..labeling.cache import label_texts_cached
 from ..labeling.conditions import CONDITION_COLUMNS, CONDITIONS, FINDINGS
 from ..labeling.selection import build_labeler, chexbert_files, choose_labeler
 from ..labeling.stage import label_config
 from ..stage import StageSpec
-from ..storage.assemble import answers, cached_at, generation_cache, plan_file, plan_hashes
 from ..workdir import Workdir
-from .audit_report import LABELER_KEY, LABELER_REASON_KEY, SUMMARY  # noqa: F401  (SUMMARY: the release reads it)
+from .audit_report import LABELER_KEY, LABELER_REASON_KEY
 from .review.decisions import reviews_dir
 from .verdicts import (
     ADDED,
@@ -389,8 +388,7 @@ def run_audit(params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
     regions = load_templates(REGION_QA, plan_stage.load_config(params).templates_dir).extra.get("regions", {})
     schema = AUDIT_TABLE.with_metadata({LABELER_KEY: labeler_id, LABELER_REASON_KEY: choice.reason})
     rows, passed = 0, 0
-    with atomic_path(wd.table("audit")) as tmp, \
-            pq.ParquetWriter(tmp, schema, compression=PARQUET_COMPRESSION, write_statistics=True) as writer:
+    with parquet_writer(wd.table("audit"), schema) as writer:
         start = 0
         for g in range(plan.num_row_groups):
             group = plan.read_row_group(g, columns=REPLAY_COLUMNS)

@@ -224,18 +224,16 @@ def audit_labeler(path: str | Path) -> tuple[str, str]:
             meta.get(LABELER_REASON_KEY.encode(), b"unknown").decode())
 
 
-def report_audit(replay: pd.DataFrame, params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
+def report_audit(replay: pd.DataFrame, examples_per_reason: int, wd: Workdir) -> dict[str, Any]:
     """Summary (with audit vs. human) and the HTML / markdown report of the audited replay rows.
 
     ``replay``: ``sample_id``, ``task``, ``task_mode``, ``output``, ``before`` (what the answer is
     judged against, :func:`.audit.before_text`), ``audit`` and ``decision`` (the human decision that
-    applies to the row's answer, or null)."""
-    from .audit import load_config  # imported here: the audit module imports this one
-
+    applies to the row's answer, or null); ``examples_per_reason``: ``audit.examples_per_reason``."""
     labeler, reason = audit_labeler(wd.table("audit"))
     summary = summarize(replay, labeler, reason)
     verdicts = replay["audit"].map(lambda a: a["verdict"])
     summary["audit_vs_human"] = audit_vs_human(pd.DataFrame(
         {"task": replay["task"], "verdict": verdicts, "decision": replay["decision"]}))
-    write_reports(replay, summary, load_config(params).examples_per_reason, wd)
+    write_reports(replay, summary, examples_per_reason, wd)
     return summary

@@ -69,14 +69,15 @@ class Turns:
         return self.starts[rows] + self.lengths[rows] - back
 
 
-def _bool(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+def true_where(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A boolean array as numpy, null as false."""
     return np.asarray(pc.fill_null(values, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _same(a: pa.Array, b: pa.Array) -> np.ndarray:
     """Element-wise equality where null equals null."""
-    both_null = _bool(pc.and_(pc.is_null(a), pc.is_null(b)))
-    return _bool(pc.equal(a, b)) | both_null
+    both_null = true_where(pc.and_(pc.is_null(a), pc.is_null(b)))
+    return true_where(pc.equal(a, b)) | both_null
 
 
 def _rows_all(ok: np.ndarray, owners: np.ndarray, n: int) -> np.ndarray:
@@ -89,7 +90,7 @@ def messages_ok(m: Turns) -> np.ndarray:
     position = np.arange(len(m.roles)) - np.repeat(m.starts, m.lengths)
     expected = pa.array(["user", "assistant"]).take(position % 2)
     content = pc.utf8_trim_whitespace(m.contents)
-    ok = _bool(pc.equal(m.roles, expected)) & _bool(pc.greater(pc.utf8_length(content), 0))
+    ok = true_where(pc.equal(m.roles, expected)) & true_where(pc.greater(pc.utf8_length(content), 0))
     return m.valid & (m.lengths > 0) & (m.lengths % 2 == 0) & _rows_all(ok, m.owners(), n)
 
 
@@ -97,8 +98,8 @@ def answer_equals_output(m: Turns, output: pa.Array) -> np.ndarray:
     out = np.zeros(len(m.lengths), bool)
     rows = np.flatnonzero(m.valid & (m.lengths > 0))
     last = m.last(rows)
-    out[rows] = (_bool(pc.equal(m.roles.take(last), "assistant"))
-                 & _bool(pc.equal(m.contents.take(last), output.take(rows))))
+    out[rows] = (true_where(pc.equal(m.roles.take(last), "assistant"))
+                 & true_where(pc.equal(m.contents.take(last), output.take(rows))))
     return out
 
 
@@ -113,7 +114,7 @@ def turns_match(m: Turns, h: Turns, instruction: pa.Array) -> np.ndarray:
     same = _same(m.roles.take(m_idx), h.roles.take(h_idx)) & _same(m.contents.take(m_idx), h.contents.take(h_idx))
     history_ok = _rows_all(same, np.repeat(np.arange(len(rows)), counts), len(rows))
     question = m.last(rows, 2)
-    asked = (_bool(pc.equal(m.roles.take(question), "user"))
+    asked = (true_where(pc.equal(m.roles.take(question), "user"))
              & _same(m.contents.take(question), instruction.take(rows)))
     out[rows] = history_ok & asked
     return out
@@ -129,26 +130,27 @@ def has_generation(table: pa.Table) -> np.ndarray:
     if "generation" not in table.column_names or not table.schema.field("generation").type.equals(GENERATION_TYPE):
         return np.zeros(table.num_rows, bool)
     column = table.column("generation").combine_chunks()
-    ok = _bool(column.is_valid())
+    ok = true_where(column.is_valid())
     for field in GENERATION_TYPE:
-        ok &= _bool(pc.is_valid(pc.struct_field(column, field.name)))
+        ok &= true_where(pc.is_valid(pc.struct_field(column, field.name)))
     return ok
 
 
+def _struct_field(table: pa.Table, column: str, field: str) -> pa.Array:
+    """Field ``field`` of the struct column ``column`` (null strings without such a column or field)."""
+    if column in table.column_names:
+        values = table.column(column).combine_chunks()
+        if pa.types.is_struct(values.type) and values.type.get_field_index(field) >= 0:
+            return pc.struct_field(values, field)
+    return pa.nulls(table.num_rows, pa.string())
+
+
 def audit_verdict(table: pa.Table) -> pa.Array:
-    if "audit" not in table.column_names:
-        return pa.nulls(table.num_rows, pa.string())
-    column = table.column("audit").combine_chunks()
-    if not pa.types.is_struct(column.type) or column.type.get_field_index("verdict") < 0:
-        return pa.nulls(table.num_rows, pa.string())
-    return pc.struct_field(column, "verdict")
+    return _struct_field(table, "audit", "verdict")
 
 
 def review_decision(table: pa.Table) -> pa.Array:
-    if "review" not in table.column_names or not pa.types.is_struct(table.schema.field("review").type) \
-            or table.schema.field("review").type.get_field_index("decision") < 0:
-        return pa.array(["none"] * table.num_rows, pa.string())
-    return pc.fill_null(pc.struct_field(table.column("review").combine_chunks(), "decision"), "none")
+    return pc.fill_null(_struct_field(table, "review", "decision"), "none")
 
 
 #: value-checked string columns with few distinct values (categoricals: cheap for GX to filter)
@@ -159,7 +161,7 @@ STRINGS = ("sample_id", "split")
 
 def _marker(column: pa.ChunkedArray | pa.Array) -> pd.Series:
     """True where the value is set, NA where it is null (a masked boolean: no Python objects)."""
-    valid = _bool(column.is_valid())
+    valid = true_where(column.is_valid())
     return pd.Series(pd.arrays.BooleanArray(np.ones(len(valid), dtype=bool), ~valid))
 
 

@@ -38,8 +38,9 @@ from ..config import section
 from ..errors import ConfigError, InputError
 from ..instruct.presets import ALL_TASKS, FINDINGS_QA_CODES, TASK_CODES
 from ..io import atomic_path, read_json, sha256_file, write_text
-from ..quality.audit import SUMMARY as AUDIT_SUMMARY
+from ..quality.audit_report import SUMMARY as AUDIT_SUMMARY
 from ..quality.review.agreement import card_lines as review_card_lines
+from ..quality.review.agreement import markdown_table
 from ..quality.validate import REPORT_JSON as VALIDATION_REPORT
 from ..sources.demo import SYNTHETIC_NOTE
 from ..stage import StageSpec
@@ -273,11 +274,6 @@ def license_note(cfg: ReleaseConfig, sources: list[str], synthetic: list[str]) -
 
 # --- the dataset card --------------------------------------------------------------------------
 
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return out + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-
-
 def _task_code(task: str) -> str:
     return TASK_CODES.get(task) or "/".join(FINDINGS_QA_CODES.values())
 
@@ -324,14 +320,14 @@ def dataset_card(cfg: ReleaseConfig, manifest: dict[str, Any], validation: dict[
            f"- `{LICENSE}`: the license note"
            + (f"; `{RAD_RESTRUCT_LICENSE}`: Rad-ReStruct's licence" if RAD_RESTRUCT_LICENSE in files else "")
            + f". `{SUMS}`: SHA-256 of every file.", "",
-           "## Tasks and rows", "", *_table(["task", "code", *SPLIT_DIRS, "total"], counts), ""]
+           "## Tasks and rows", "", *markdown_table(["task", "code", *SPLIT_DIRS, "total"], counts), ""]
     gens = manifest.get("generators", [])
     out += ["## Pseudo labels", "",
             "Region QA, easy language, summarization and correction answers were written by a language model "
             "(`is_pseudo_label` true; the `generation` column records backend, model, revision, sampling "
             "parameters, seed, request hash, finish reason and token counts per row).", ""]
     if gens:
-        out += _table(["backend", "model", "revision", "sampling", "seed"],
+        out += markdown_table(["backend", "model", "revision", "sampling", "seed"],
                       [[g["backend"], g["model"], g["revision"], f"`{g['sampling_params']}`", g["seed"]] for g in gens])
         out.append("")
     out += [f"Labeler(s) of the structured findings: {', '.join(manifest.get('labelers', [])) or 'none'}.", ""]
@@ -343,7 +339,7 @@ def dataset_card(cfg: ReleaseConfig, manifest: dict[str, Any], validation: dict[
         out += ["### Audit", "",
                 f"Every pseudo label was re-labelled with `{audit['labeler']}` and compared with the labels of its "
                 f"study; {audit['passed']} of {audit['rows']} passed. {kept}", "",
-                *_table(["task", "audited", "passed", "pass rate", "excluded"],
+                *markdown_table(["task", "audited", "passed", "pass rate", "excluded"],
                         [[t, i["rows"], i["passed"], f"{i['pass_rate']:.1%}",
                           manifest.get("excluded", {}).get("per_task", {}).get(t, 0)]
                          for t, i in sorted(audit["tasks"].items())]), "",
@@ -351,10 +347,10 @@ def dataset_card(cfg: ReleaseConfig, manifest: dict[str, Any], validation: dict[
     else:
         out += ["The pseudo labels of this release were not audited.", ""]
     templates = manifest.get("templates", {})
-    out += ["## Prompt templates", "", *_table(["task", "version", "digest"],
+    out += ["## Prompt templates", "", *markdown_table(["task", "version", "digest"],
                                                [[t, v["version"], f"`{v['digest']}`"] for t, v in templates.items()]),
             "", "## Provenance", "",
-            *_table(["setting", "value"], [["pipeline version", manifest.get("pipeline_version")],
+            *markdown_table(["setting", "value"], [["pipeline version", manifest.get("pipeline_version")],
                                            ["allocation preset", manifest.get("preset")],
                                            ["fidelity", manifest.get("fidelity")],
                                            ["seed", manifest.get("seed")],
@@ -365,7 +361,7 @@ def dataset_card(cfg: ReleaseConfig, manifest: dict[str, Any], validation: dict[
             "provenance exactly on pseudo labels, counts per task within tolerance, no study in two splits.",
             "- PHI scan of all published text: no dates, phone numbers, e-mail addresses, MRN-like numbers or "
             "names outside MIMIC's `___` masks.", "",
-            "## Columns", "", *_table(["column", "type", "required"],
+            "## Columns", "", *markdown_table(["column", "type", "required"],
                                       [[f.name, f"`{f.type}`", "yes" if not f.nullable else ""]
                                        for f in schemas.INSTRUCT_SAMPLE]), "",
             "## License", "",

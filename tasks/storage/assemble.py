@@ -44,26 +44,29 @@ from ... import schemas
 from .. import PIPELINE_VERSION
 from ..config import section, section_hash
 from ..errors import InputError
-from ..generation.cache import GenerationCache, cache_dir
-from ..generation.requests import request_hashes
+from ..generation.cache import cache_dir
+from ..generation.results import answers, cached_at, generation_cache, plan_file, plan_hashes
 from ..instruct import plan as plan_stage
-from ..instruct.columns import ASSISTANT, append_turns, strip
+from ..instruct.columns import ASSISTANT, append_turns, strings
 from ..instruct.presets import ALL_TASKS
 from ..instruct.templates import load_templates, template_files
 from ..io import atomic_path, read_parquet, write_json
+from ..quality.audit import before_texts
+from ..quality.audit import load_config as audit_config
 from ..quality.audit_report import HTML, MARKDOWN, report_audit
 from ..quality.audit_report import SUMMARY as AUDIT_SUMMARY
 from ..quality.review.decisions import (
     ACCEPT,
     REJECT,
-    for_rows,
+    decided_at,
+    latest,
     read_decisions,
     review_structs,
     reviews_dir,
     stale_samples,
 )
 from ..stage import StageSpec
-from ..text.conversation import load_conversation
+from ..text.conversation import load_conversation, templates_dir_of
 from ..workdir import Workdir
 from .exports import ExportWriter
 from .shards import EXCLUDED_DIR, SPLIT_DIRS, with_pandas_metadata, write_shard
@@ -98,7 +101,7 @@ def dataset_config_hash(params: dict[str, Any]) -> str:
 
 def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
     cfg = load_config(params)
-    templates_dir = (params.get("plan") or {}).get("templates_dir")
+    templates_dir = templates_dir_of(params)
     # the reviews folder (the audit stage creates it): a missing decisions file is no decision, and DVC needs the
     # dependency to exist
     inputs = [wd.table("plan"), cache_dir(wd), wd.table("audit"), reviews_dir(wd), *template_files(templates_dir)]
@@ -107,8 +110,6 @@ def stage_spec(params: dict[str, Any], wd: Workdir) -> StageSpec:
     return StageSpec("assemble", inputs, outputs)
 
 
-#: plan columns the index pass reads (the request hash needs the generator's conversation)
-INDEX_COLUMNS = ["sample_id", "split", "task", "labeler", "template_version", "gen_messages"]
 #: plan columns that become sample columns as they are
 CARRIED = [f.name for f in schemas.INSTRUCT_SAMPLE if f.name in schemas.PLAN.names]
 #: nullable string columns and structs (pandas readers get them as object columns)
@@ -116,46 +117,24 @@ OBJECT_COLUMNS = ("task_mode", "source_ref", "view_position", "structured_findin
                   "review")
 SAMPLE_SCHEMA = schemas.INSTRUCT_SAMPLE
 #: the index columns the shards are made from, and those the audit report reads too
-SHARD_INDEX = ["folder", "shard", "cache_at", "request_hash", "audit_at"]
+SHARD_INDEX = ["folder", "shard", "cache_at", "request_hash", "audit_at", "decision_at"]
 AUDIT_INDEX = ["sample_id", "decision"]
 GENERATION_FIELDS = {"sampling_params": "sampling"}  # struct field -> cache column, where the names differ
-
-
-def plan_file(wd: Workdir) -> pq.ParquetFile:
-    """The plan, read row group by row group by the stages that stream it."""
-    read_parquet(wd.table("plan"), columns=["sample_id"])  # a missing or damaged plan: a one-line error
-    return pq.ParquetFile(wd.table("plan"))
 
 
 @dataclass(frozen=True)
 class RowIndex:
     """The small columns of every plan row, in plan order: ``sample_id``, ``split``, ``task``,
     ``labeler``, ``request_hash`` (replay rows), ``cache_at`` (the row's generation in
-    :attr:`generations`), ``audit_at`` (its audit row), ``verdict`` and ``decision`` (the human
-    decision on its current answer), and ``folder`` / ``shard``: where the row is written."""
+    :attr:`generations`), ``audit_at`` (its audit row), ``verdict``, ``decision`` (the human
+    decision on its current answer) and ``decision_at`` (its row in :attr:`decisions`, the latest
+    decision per sample and answer), and ``folder`` / ``shard``: where the row is written."""
 
     rows: pa.Table
     generations: pa.Table
     audits: pa.Table | None
     decisions: pa.Table
     stale: int
-
-
-def plan_hashes(plan: pq.ParquetFile, params: dict[str, Any], wd: Workdir) -> pa.Table:
-    """The index columns of the plan with each replay row's request hash, row group by row group."""
-    parts = []
-    for i in range(plan.num_row_groups):
-        group = plan.read_row_group(i, columns=INDEX_COLUMNS)
-        replay = np.asarray(group.column("gen_messages").is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-        hashes = pa.nulls(group.num_rows, pa.string())
-        if replay.any():
-            found = pa.array(request_hashes(group.filter(pa.array(replay)), params, wd), pa.string())
-            hashes = _spread(found, replay)
-        parts.append(group.drop_columns(["template_version", "gen_messages"]).append_column("request_hash", hashes))
-    if not parts:
-        return pa.table({c: pa.array([], pa.string()) for c in ("sample_id", "split", "task", "labeler",
-                                                                 "request_hash")})
-    return pa.concat_tables(parts).combine_chunks()
 
 
 def _spread(values: pa.Array | pa.ChunkedArray, rows: np.ndarray) -> pa.Array:
@@ -173,29 +152,6 @@ def _positions(at: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(pc.fill_null(at, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def generation_cache(wd: Workdir) -> pa.Table:
-    """The cached results (one row per request hash) with the columns the samples take."""
-    return GenerationCache(wd.cache / "generation").read(
-        columns=["text", "finish_reason", "prompt_tokens", "completion_tokens", "backend", "model", "revision",
-                 "sampling", "seed"])
-
-
-def cached_at(hashes: pa.Array | pa.ChunkedArray, cache: pa.Table, wd: Workdir) -> pa.Array:
-    """Each hash's row in ``cache`` (null for null hashes); a replay row without a result is an error."""
-    at = pc.index_in(hashes, value_set=cache.column("request_hash"))
-    missing = pc.sum(pc.and_(pc.is_valid(hashes), pc.is_null(at))).as_py() or 0
-    if missing:
-        replay = len(hashes) - hashes.null_count
-        raise InputError(wd.cache / "generation", f"{missing} of {replay} replay requests have no result",
-                         expected="a complete generation cache (run the generate stage first)")
-    return at
-
-
-def answers(cache: pa.Table, at: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """The generated answers (outer whitespace stripped) of the cache rows ``at`` (null stays null)."""
-    return strip(cache.column("text").take(at))
-
-
 def index_rows(plan: pq.ParquetFile, params: dict[str, Any], wd: Workdir, *, exclude_failed_audit: bool,
                rows_per_shard: int) -> RowIndex:
     """The first pass: every plan row's generation, audit verdict, human decision and shard."""
@@ -211,19 +167,23 @@ def index_rows(plan: pq.ParquetFile, params: dict[str, Any], wd: Workdir, *, exc
         audits = read_parquet(wd.table("audit"), columns=["sample_id", "audit"])
         audit_at = pc.index_in(rows.column("sample_id"), value_set=audits.column("sample_id"))
         verdict = pc.struct_field(audits.column("audit").combine_chunks(), "verdict").take(audit_at)
-    decisions = read_decisions(wd)
+    decisions = latest(read_decisions(wd))
     replay_rows = pc.indices_nonzero(replay)
     ids, replay_hashes = rows.column("sample_id").take(replay_rows), hashes.take(replay_rows)
-    decision = _spread(for_rows(decisions, ids, replay_hashes).column("decision"),
-                       np.asarray(replay.to_numpy(zero_copy_only=False), dtype=bool))
+    replay_at = decided_at(decisions, ids, replay_hashes)
+    applied = decisions.column("decision").take(replay_at)
+    is_replay = np.asarray(replay.to_numpy(zero_copy_only=False), dtype=bool)
+    decision, decision_at = _spread(applied, is_replay), _spread(replay_at, is_replay)
     failed = pc.fill_null(pc.equal(verdict, "fail"), False)
     excluded = pc.or_(pc.and_(pc.and_(failed, pa.scalar(exclude_failed_audit)), pc.fill_null(pc.not_equal(decision, ACCEPT), True)),
                       pc.fill_null(pc.equal(decision, REJECT), False))
     folder = pc.if_else(excluded, EXCLUDED_DIR, rows.column("split"))
     rows = rows.append_column("cache_at", cache_at).append_column("audit_at", audit_at) \
-        .append_column("verdict", verdict).append_column("decision", decision).append_column("folder", folder)
+        .append_column("verdict", verdict).append_column("decision", decision) \
+        .append_column("decision_at", decision_at).append_column("folder", folder)
+    stale = stale_samples(decisions, ids, replay_hashes, applied=applied) if len(replay_rows) else 0
     return RowIndex(rows.append_column("shard", pa.array(shard_numbers(rows, rows_per_shard))), cache, audits,
-                    decisions, stale_samples(decisions, ids, replay_hashes) if len(replay_rows) else 0)
+                    decisions, stale)
 
 
 def shard_numbers(rows: pa.Table, rows_per_shard: int) -> np.ndarray:
@@ -255,7 +215,6 @@ def shard_table(part: pa.Table, index: RowIndex) -> pa.Table:
     order = pc.sort_indices(part.column("sample_id"))
     info = index.rows.take(part.column("_row").take(order))
     cache_at = _positions(info.column("cache_at"))
-    replay = cache_at >= 0
     hashes = info.column("request_hash").combine_chunks()
     answer = answers(index.generations, _nullable(cache_at))
     columns = {name: part.column(name).take(order) for name in CARRIED if name != "messages"}
@@ -265,13 +224,8 @@ def shard_table(part: pa.Table, index: RowIndex) -> pa.Table:
     audit_at = _positions(info.column("audit_at"))
     columns["audit"] = pa.nulls(part.num_rows, schemas.AUDIT_TYPE) if index.audits is None else \
         index.audits.column("audit").combine_chunks().take(_nullable(audit_at))
-    review = pa.nulls(part.num_rows, schemas.REVIEW_TYPE)
-    if replay.any():
-        rows = pa.array(np.flatnonzero(replay))
-        structs = review_structs(for_rows(index.decisions, columns["sample_id"].take(rows), hashes.take(rows)))
-        review = _spread(structs, replay)
-    columns["review"] = review
-    columns["pipeline_version"] = pa.array([PIPELINE_VERSION], pa.string()).take(np.zeros(part.num_rows, np.int64))
+    columns["review"] = review_structs(index.decisions.take(info.column("decision_at")))
+    columns["pipeline_version"] = strings(PIPELINE_VERSION, part.num_rows)
     return pa.Table.from_arrays([columns[f.name] for f in SAMPLE_SCHEMA],
                                 schema=with_pandas_metadata(SAMPLE_SCHEMA, OBJECT_COLUMNS)).combine_chunks()
 
@@ -284,12 +238,11 @@ def buckets(plan: pq.ParquetFile, index: RowIndex, folder: Path) -> dict[tuple[s
     width = int(shard.max()) + 1 if len(shard) else 1
     bucket = np.where((folder_code >= 0) & (shard >= 0), folder_code * width + shard, -1)
     paths = {b: folder / f"{folders[b // width]}-{b % width:05d}.arrow" for b in np.unique(bucket[bucket >= 0]).tolist()}
-    columns = [c for c in CARRIED if c != "pipeline_version"]
     with ExitStack() as stack:
         writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
         start = 0
         for g in range(plan.num_row_groups):
-            group = plan.read_row_group(g, columns=columns)
+            group = plan.read_row_group(g, columns=CARRIED)
             n = group.num_rows
             group = group.append_column("_row", pa.array(np.arange(start, start + n)))
             which = bucket[start:start + n]
@@ -372,8 +325,6 @@ def review_counts(index: RowIndex) -> dict[str, int]:
 def audited_rows(plan: pq.ParquetFile, index: RowIndex) -> Any:
     """The audited replay rows as the audit report reads them (pandas, replay rows only, no
     conversation: what each answer is judged against comes as the ``before`` text)."""
-    from ..quality.audit import before_texts
-
     groups = []
     for g in range(plan.num_row_groups):
         group = plan.read_row_group(g, columns=["sample_id", "task", "task_mode", "gen_messages"])
@@ -433,7 +384,7 @@ def run_assemble(params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
             for kind in cfg.exports:
                 exported.setdefault(kind, {})[split] = n
     if audited:
-        report_audit(audited_rows(plan, index), params, wd)
+        report_audit(audited_rows(plan, index), audit_config(params).examples_per_reason, wd)
     summary = {"version": cfg.version, "shards_dir": str(version_dir), **kept, "excluded": manifest["excluded"],
                "audited": audited, "review": review, "exports": exported}
     write_json(summary, wd.report(SUMMARY))

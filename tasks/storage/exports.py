@@ -67,10 +67,6 @@ def _codes(table: pa.Table) -> pa.Array:
     return pick_strings(codes, np.asarray(at.to_numpy(zero_copy_only=False), dtype=np.int64))
 
 
-def _rows_of(offsets: np.ndarray) -> np.ndarray:
-    return np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-
-
 @dataclass(frozen=True)
 class Turns:
     """A shard's ``messages`` taken apart, contents JSON-escaped once for every export."""
@@ -113,13 +109,12 @@ def flat_records(table: pa.Table, conv: Conversation, turns: Turns, end: str = "
 EXPORTS: dict[str, Callable[..., pa.Array]] = {"llava": llava_records, "flat": flat_records}
 
 
-def records(kind: str, table: pa.Table, conversation: Conversation, turns: Turns | None = None,
-            end: str = "") -> pa.Array:
+def records(kind: str, table: pa.Table, conversation: Conversation, turns: Turns, end: str = "") -> pa.Array:
     """The JSON text of every row of ``table`` (columns :data:`EXPORT_COLUMNS`) for export ``kind``,
     each followed by ``end``."""
     if table.num_rows == 0:
         return pa.array([], pa.string())
-    return EXPORTS[kind](table, conversation, turns or Turns.of(table), end)
+    return EXPORTS[kind](table, conversation, turns, end)
 
 
 def _write_records(fh: BinaryIO, kind: str, table: pa.Table, conversation: Conversation, turns: Turns) -> None:
@@ -147,20 +142,28 @@ def write_shard_records(shard: Path, parts: Mapping[str, Path], conversation: Co
     return write_records(pq.read_table(shard, columns=EXPORT_COLUMNS), parts, conversation)
 
 
+def _next_item(fh: BinaryIO, written: int) -> None:
+    """Open a JSON list file's next item: ``[`` before the first, ``,`` after one (then a newline)."""
+    fh.write(b",\n" if written else b"[\n")
+
+
+def _end_list(fh: BinaryIO, written: int) -> None:
+    fh.write(b"\n]\n" if written else b"[]\n")
+
+
 def join_parts(kinds: Mapping[str, Path], parts: Sequence[Mapping[str, Path]], counts: Sequence[int]) -> None:
     """Each export file from its part files in order: ``[``, the parts joined by ``,``, ``]``;
     each file appears atomically."""
     for kind, target in kinds.items():
         with atomic_path(target) as out, open(out, "wb") as fh:
-            fh.write(b"[")
             written = 0
             for part, count in zip(parts, counts):
                 if count:
-                    fh.write(b",\n" if written else b"\n")
+                    _next_item(fh, written)
                     with open(part[kind], "rb") as src:
                         shutil.copyfileobj(src, fh, 1 << 22)
                     written += count
-            fh.write(b"\n]\n" if written else b"]\n")
+            _end_list(fh, written)
 
 
 def export(kinds: Mapping[str, Path], version_dir: Path, splits: Iterable[str], *, workers: int | None = None,
@@ -201,13 +204,13 @@ class ExportWriter:
             return
         turns = Turns.of(table)
         for kind, fh in self.files.items():
-            fh.write(b",\n" if self.count else b"[\n")
+            _next_item(fh, self.count)
             _write_records(fh, kind, table, self.conversation, turns)
         self.count += table.num_rows
 
     def finish(self) -> int:
         """Close the lists; the files are renamed into place when the stage's ``with`` block ends."""
         for fh in self.files.values():
-            fh.write(b"\n]\n" if self.count else b"[]\n")
+            _end_list(fh, self.count)
             fh.flush()
         return self.count

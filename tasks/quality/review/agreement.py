@@ -53,14 +53,13 @@ def _figures(frame: pd.DataFrame) -> dict[str, Any]:
     return {"rows": int(len(frame)), "reviewed": int(len(reviewed)), "accepted": int((reviewed["decision"] == ACCEPT).sum()),
             "rejected": int(reject.sum()), "tp": tp, "fp": fp, "fn": fn, "tn": tn,
             "agreement": _rate(tp + tn, len(reviewed)), "precision": _rate(tp, tp + fp), "recall": _rate(tp, tp + fn),
-            "estimated": _estimated(frame) if len(reviewed) else {"precision": None, "recall": None, "agreement": None}}
+            "estimated": _estimated(frame)}
 
 
 def audit_vs_human(frame: pd.DataFrame) -> dict[str, Any]:
     """``frame``: one row per audited row with ``task``, ``verdict`` (pass / fail) and ``decision``
     (accept / reject / null). Returns the figures overall (``all``) and per task."""
     frame = frame[["task", "verdict", "decision"]].astype(object)
-    frame = frame.assign(decision=frame["decision"].where(frame["decision"].notna(), None))
     return {"all": _figures(frame),
             "tasks": {str(task): _figures(rows) for task, rows in frame.groupby("task", sort=True)}}
 
@@ -83,9 +82,9 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
     return out
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
-            *["| " + " | ".join(r) + " |" for r in rows]]
+            *["| " + " | ".join(str(c) for c in r) + " |" for r in rows]]
 
 
 TABLE_HEADER = ["task", "reviewed / audited", "human accepted / rejected", "agreement", "precision of fail",

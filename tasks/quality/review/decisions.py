@@ -32,11 +32,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from .... import schemas
 from ...errors import InputError
-from ...io import write_parquet
+from ...io import read_parquet, write_parquet
 from ...workdir import Workdir
 
 ACCEPT, REJECT = "accept", "reject"
@@ -60,11 +59,7 @@ def read_decisions(wd: Workdir) -> pa.Table:
     path = decisions_path(wd)
     if not path.exists():
         return schemas.REVIEW_DECISIONS.empty_table()
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as err:
-        raise InputError(path, f"unreadable ({' '.join(str(err).split())})",
-                         expected="the decisions file written by `radialog-instruct review`") from None
+    table = read_parquet(path)
     if table.schema.names != schemas.REVIEW_DECISIONS.names:
         raise InputError(path, f"columns {', '.join(table.schema.names)}",
                          expected=", ".join(schemas.REVIEW_DECISIONS.names))
@@ -123,21 +118,29 @@ def latest(decisions: pa.Table) -> pa.Table:
     return decisions.take(np.sort(last.column("_order_max").to_numpy()))
 
 
+def decided_at(current: pa.Table, sample_ids: pa.ChunkedArray | pa.Array,
+               request_hashes: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Each row's decision in ``current`` (:func:`latest` decisions; null where none applies)."""
+    return pc.index_in(_keys(sample_ids, request_hashes), value_set=_keys(current.column("sample_id"),
+                                                                        current.column("request_hash")))
+
+
 def for_rows(decisions: pa.Table, sample_ids: pa.ChunkedArray | pa.Array,
              request_hashes: pa.ChunkedArray | pa.Array) -> pa.Table:
     """The decision that applies to each row (row-aligned; all columns null where none applies)."""
     current = latest(decisions)
-    at = pc.index_in(_keys(sample_ids, request_hashes), value_set=_keys(current.column("sample_id"),
-                                                                      current.column("request_hash")))
-    return current.take(at)
+    return current.take(decided_at(current, sample_ids, request_hashes))
 
 
 def stale_samples(decisions: pa.Table, sample_ids: pa.ChunkedArray | pa.Array,
-                  request_hashes: pa.ChunkedArray | pa.Array) -> int:
-    """Rows with decisions about another answer than their current one, and none about this one."""
+                  request_hashes: pa.ChunkedArray | pa.Array, *,
+                  applied: pa.ChunkedArray | pa.Array | None = None) -> int:
+    """Rows with decisions about another answer than their current one, and none about this one
+    (``applied``: the rows' applied decisions, when known; else looked up)."""
     decided = pc.is_in(sample_ids, value_set=decisions.column("sample_id"))
-    applies = for_rows(decisions, sample_ids, request_hashes).column("decision").is_valid()
-    return int(pc.sum(pc.and_(decided, pc.invert(applies))).as_py() or 0)
+    if applied is None:
+        applied = for_rows(decisions, sample_ids, request_hashes).column("decision")
+    return int(pc.sum(pc.and_(decided, pc.invert(pc.is_valid(applied)))).as_py() or 0)
 
 
 def review_structs(applied: pa.Table) -> pa.StructArray:

@@ -25,9 +25,12 @@ import pyarrow.parquet as pq
 from ...errors import InputError
 from ...generation.cache import GenerationCache
 from ...hashing import units
+from ...instruct.columns import strip
+from ...io import read_parquet
 from ...labeling.cache import cache_folder, text_key
 from ...labeling.conditions import CONDITION_COLUMNS, CONDITIONS
 from ...workdir import Workdir
+from ..derived import true_where
 
 PLAN_COLUMNS = ["sample_id", "split", "task_mode", "study_id", "subject_id", "dicom_id", "context_mode",
                 "template_id", "instruction", "gen_messages"]
@@ -44,11 +47,11 @@ def audit_table(wd: Workdir) -> pa.Table:
     path = wd.table("audit")
     if not path.exists():
         raise InputError(path, "no audit table", expected="a work dir where the audit stage ran (build it first)")
-    names = pq.read_schema(path).names
-    if "request_hash" not in names:
+    table = read_parquet(path)
+    if "request_hash" not in table.column_names:
         raise InputError(path, "no request_hash column (written by an older version)",
                          expected="an audit table of this version: rerun the audit stage")
-    return pq.read_table(path, columns=["sample_id", "task", "request_hash", "audit"])
+    return table.select(["sample_id", "task", "request_hash", "audit"])
 
 
 def replay_rows(wd: Workdir) -> pa.Table:
@@ -67,7 +70,7 @@ def replay_rows(wd: Workdir) -> pa.Table:
         "sample_id": audit.column("sample_id"), "task": audit.column("task"),
         **{name: plan.column(name) for name in PLAN_COLUMNS if name != "sample_id"},
         "request_hash": audit.column("request_hash"), "verdict": verdict, "audit": audit.column("audit"),
-        ANSWER: pc.utf8_trim_whitespace(found.column("text")),
+        ANSWER: strip(found.column("text")),
         **{name: found.column(name) for name in CACHE_COLUMNS if name != "text"},
     })
     return table.sort_by([("task", "ascending"), ("sample_id", "ascending")])
@@ -81,10 +84,6 @@ def _any_element(lists: pa.ChunkedArray | pa.Array, hits: pa.Array, n: int) -> n
     parents = pc.list_parent_indices(lists).to_numpy()
     out[parents[hits.to_numpy(zero_copy_only=False)]] = True
     return out
-
-
-def _bool(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    return pc.fill_null(array, False).to_numpy(zero_copy_only=False).astype(bool)
 
 
 def _lists(table: pa.Table, name: str) -> pa.Array:
@@ -122,21 +121,21 @@ class Filters:
         keep = np.ones(n, bool)
         for name in ("task", "verdict", "split"):
             if getattr(self, name):
-                keep &= _bool(pc.equal(table.column(name), getattr(self, name)))
+                keep &= true_where(pc.equal(table.column(name), getattr(self, name)))
         if self.reason:
             reasons = pc.struct_field(table.column("audit").combine_chunks(), "reasons")
             hits = pc.match_substring_regex(pc.list_flatten(reasons), f"^{re.escape(self.reason)}(?::|$)")
             keep &= _any_element(reasons, hits, n)
         if self.decision == "undecided":
-            keep &= ~_bool(decisions.is_valid())
+            keep &= ~true_where(decisions.is_valid())
         elif self.decision == "decided":
-            keep &= _bool(decisions.is_valid())
+            keep &= true_where(decisions.is_valid())
         elif self.decision:
-            keep &= _bool(pc.equal(decisions, self.decision))
+            keep &= true_where(pc.equal(decisions, self.decision))
         if self.q:
             found = np.zeros(n, bool)
             for name in ("sample_id", ANSWER, "instruction"):
-                found |= _bool(pc.match_substring(table.column(name), self.q, ignore_case=True))
+                found |= true_where(pc.match_substring(table.column(name), self.q, ignore_case=True))
             turns = _lists(table, "gen_messages")
             contents = pc.struct_field(pc.list_flatten(turns), "content")
             found |= _any_element(turns, pc.fill_null(pc.match_substring(contents, self.q, ignore_case=True), False), n)
