@@ -29,7 +29,7 @@ from ..tasks.errors import ConfigError, InputError, StageFailure
 from ..tasks.io import write_text
 from ..tasks.workdir import Workdir
 from . import environment
-from .registry import BUILD_ORDER, STAGES, check_options, forced_by_options, fresh_summary, validate_params
+from .registry import BUILD_ORDER, check_options, forced_by_options, fresh_summary, validate_params
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Build the RaDialog-Instruct dataset and train on it.")
@@ -130,17 +130,14 @@ def stage_command(stage: str, params: Path | None, set_: list[str] | None, demo:
                   how: How, flags: dict[str, Any] | None = None, options: dict[str, Any] | None = None
                   ) -> dict[str, Any]:
     """Run one stage: ``flags`` are the command's settings flags (params keys, skipped when None)."""
-    settings, wd = context(params, _overrides(stage, set_, flags or {}), demo, workdir, [stage])
+    settings, wd = context(params, _overrides(set_, flags or {}), demo, workdir, [stage])
     summary = execute(stage, [stage], settings, wd, how, options)[stage]
     show(stage, summary)
     return summary
 
 
-def _overrides(stage: str, set_: list[str] | None, flags: dict[str, Any]) -> list[str]:
+def _overrides(set_: list[str] | None, flags: dict[str, Any]) -> list[str]:
     """``--set`` items plus the command's flags that are settings (those not None)."""
-    undeclared = sorted(set(flags) - set(STAGES[stage].flags))
-    if undeclared:
-        raise ConfigError(f"{stage}: {', '.join(undeclared)} are not settings flags of this stage")
     extra = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in flags.items() if v is not None]
     return [*(set_ or []), *extra]
 
@@ -318,7 +315,7 @@ def train(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = N
     under accelerate launch / torchrun."""
     if launched():  # every rank trains without the flow engine; rank 0 records (trainer/launch.py)
         from ..trainer.launch import run_launched
-        settings, wd = context(params, _overrides("train", set_, {"train.max_steps": max_steps}), demo, workdir,
+        settings, wd = context(params, _overrides(set_, {"train.max_steps": max_steps}), demo, workdir,
                                ["train"])
         summary = run_launched(settings, wd, force=force, resume=resume,
                                hold=lambda: workdir_lock.hold(wd.root, "train"))
@@ -341,7 +338,7 @@ def build(workdir: WorkdirOpt = None, params: ParamsOpt = None, set_: SetOpt = N
     if launched():
         raise ConfigError("build runs in one process: build first, then start `train` under the launcher")
     stages = [*BUILD_ORDER, *(["train"] if with_train else [])]
-    settings, wd = context(params, _overrides("train", set_, {"train.max_steps": max_steps}), demo, workdir, stages)
+    settings, wd = context(params, _overrides(set_, {"train.max_steps": max_steps}), demo, workdir, stages)
     results = execute("build", stages, settings, wd, How(force, _runner(runner), dask_address, dask_workers,
                                                          with_train))
     show_build(results, wd)

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from ..tasks.config import PATH_KEYS, PROJECT_ROOT, dotted, load_params
+from ..tasks.config import PATH_KEYS, PROJECT_ROOT, load_params, map_path_settings
 from ..tasks.workdir import Workdir
 from .registry import BUILD_ORDER, STAGES, Params, stage_spec
 
@@ -40,13 +40,7 @@ def _symbolic(node: Any, key: str) -> Any:
 def symbolic_params() -> Params:
     """The project's params.yaml with every path setting (and the version in shard paths) as a
     DVC interpolation."""
-    params = load_params()
-    for key in (*PATH_KEYS, "assemble.version"):
-        *parents, leaf = key.split(".")
-        parent = dotted(params, ".".join(parents)) if parents else params
-        if isinstance(parent, dict) and leaf in parent:
-            parent[leaf] = _symbolic(parent[leaf], key)
-    return params
+    return map_path_settings(load_params(), (*PATH_KEYS, "assemble.version"), _symbolic)
 
 
 def dvc_path(path: Path) -> str | None:

@@ -17,7 +17,6 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, wait
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
 
 from ..tasks.errors import ConfigError, InputError, StageFailure
@@ -26,6 +25,7 @@ from ..tasks.sources import pull
 from ..tasks.sources.physionet_http import TransientError
 from ..tasks.sources.transfer_progress import active
 from ..tasks.workdir import Workdir
+from .stages import retry_options
 
 TASK_OPTIONS: dict[str, Any] = {"persist_result": False, "cache_policy": NO_CACHE}
 
@@ -40,14 +40,9 @@ def sums_task(project: pull.Project, fetcher: pull.Fetcher, force: bool) -> dict
     return pull.fetch_sums(project, fetcher, force=force)
 
 
-@task(name="file", task_run_name="{item.rel}", **TASK_OPTIONS)
-def file_task(item: pull.RemoteFile, sums: dict[str, str], fetcher: pull.Fetcher, force: bool) -> list[pull.Outcome]:
-    return pull.fetch_batch([item], sums, fetcher, force=force)
-
-
 @task(name="images", **TASK_OPTIONS)
-def images_task(items: list[pull.RemoteFile], sums: dict[str, str], fetcher: pull.Fetcher,
-                force: bool) -> list[pull.Outcome]:
+def batch_task(items: list[pull.RemoteFile], sums: dict[str, str], fetcher: pull.Fetcher,
+               force: bool) -> list[pull.Outcome]:
     return pull.fetch_batch(items, sums, fetcher, force=force)
 
 
@@ -66,16 +61,16 @@ def pull_flow(params: dict[str, Any], workdir: str, images: str | None = None, f
     wd = Workdir.at(workdir)
     plan = pull.plan_pull(params, wd)
     cfg = plan.config
-    retry = {"retries": cfg.retries, "retry_delay_seconds": exponential_backoff(cfg.retry_delay_s),
-             "retry_jitter_factor": 0.2, "retry_condition_fn": transient_only}
-    fetch_sums, fetch_file, fetch_images, rebuild_nle, fetch_rad_restruct = (
-        t.with_options(**retry) for t in (sums_task, file_task, images_task, nle_task, rad_restruct_task))
+    retry = retry_options(cfg.retries, delay=cfg.retry_delay_s, jitter=0.2, condition=transient_only)
+    fetch_sums, fetch_images, rebuild_nle, fetch_rad_restruct = (
+        t.with_options(**retry) for t in (sums_task, batch_task, nle_task, rad_restruct_task))
+    fetch_file = batch_task.with_options(name="file", task_run_name="{items[0].rel}", **retry)
     progress = active()
     with pull.Fetcher(plan, progress) as fetcher:
         sums = {p: fetch_sums.submit(p, fetcher, force) for p in plan.projects()}
         files = plan.files()
         progress.expect(len(files))
-        file_runs = [fetch_file.submit(f, sums[f.project], fetcher, force) for f in files]
+        file_runs = [fetch_file.submit([f], sums[f.project], fetcher, force) for f in files]
         steps = [fetch_rad_restruct.submit(plan, fetcher, force)]
         wait(file_runs)
         image_runs: list[PrefectFuture] = []

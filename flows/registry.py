@@ -3,9 +3,9 @@
 
 A :class:`Stage` holds its stage function and its ``stage_spec`` (the paths it reads and writes,
 defined next to the code that reads and writes them), the params sections its stamp covers (also
-dvc.yaml's ``params``), the options its command passes to the stage function, the settings its
-command exposes as flags, and its retries. The code a stage's stamp covers is not listed: it is
-the import closure of the modules holding those two functions (:mod:`..tasks.import_graph`).
+dvc.yaml's ``params``), the options its command passes to the stage function, and its retries.
+The code a stage's stamp covers is not listed: it is the import closure of the modules holding
+those two functions (:mod:`..tasks.import_graph`).
 
 Nothing heavy is imported here, so that a fresh/skip decision or a settings error never pays for
 Prefect, torch or Great Expectations: each stage's module is imported on first use by the small
@@ -24,7 +24,7 @@ from typing import Any
 from ..tasks.config import PARAMS_DIR, check_paths, check_top_level, dotted
 from ..tasks.errors import ConfigError, InputError
 from ..tasks.import_graph import code_files
-from ..tasks.stage import Freshness, StageSpec, check, read_stamp
+from ..tasks.stage import Freshness, StageSpec, check
 from ..tasks.workdir import Workdir
 
 Params = dict[str, Any]
@@ -37,7 +37,6 @@ class Option:
     *what* a stage writes are settings (a params key, part of the stamp), never options."""
 
     name: str
-    help: str
     #: passing it (truthy) runs the stage even when its stamp is fresh
     reruns: bool = False
 
@@ -57,8 +56,6 @@ class Stage:
     #: params keys (sections or dotted sub-keys) the stage reads: its stamp's settings
     sections: tuple[str, ...]
     options: tuple[Option, ...] = ()
-    #: params keys its command also takes as flags (e.g. ``label --labeler``)
-    flags: tuple[str, ...] = ()
     #: retries with exponential backoff (stages that talk to a model or the network)
     retries: int = 0
     in_build: bool = True
@@ -115,25 +112,20 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("ingest", "MIMIC-CXR, MIMIC-NLE and Rad-ReStruct -> interim Parquet tables", _ingest,
           ("sources.mimic_cxr", "sources.mimic_nle", "sources.rad_restruct")),
     Stage("label", "CheXpert labels for every study (CheXbert, rules or provided)", _label,
-          ("label", "sources.predictions"), flags=("label.labeler",), retries=2,
-          options=(Option("compare", "also measure agreement with MIMIC's provided CheXpert labels "
-                                     "(reports/label-compare.json)", reruns=True),)),
+          ("label", "sources.predictions"), retries=2, options=(Option("compare", reruns=True),)),
     Stage("plan", "Decide every sample of the ten tasks", _plan, ("plan", "seed")),
     Stage("generate", "Pseudo ground truth for the replay tasks, mapped over generation shards", _generate,
-          ("generate",), retries=2,
-          options=(Option("shard", "only the requests of shard (i, n): the generate flow maps the shards over "
-                                   "its task runner, one engine each"),)),
+          ("generate",), retries=2, options=(Option("shard"),)),  # (i, n): the generate flow maps the shards
     Stage("audit", "Re-label pseudo labels and judge their faithfulness", _audit,
           ("audit", "label", "generate", "plan", "seed")),
     Stage("assemble", "Plan + generations + audit -> versioned shards and exports", _assemble,
-          ("seed", "plan", "label", "generate", "assemble", "audit"), flags=("assemble.exclude_failed_audit",)),
+          ("seed", "plan", "label", "generate", "assemble", "audit")),
     Stage("validate", "Great Expectations suite over every shard", _validate,
           ("validate", "assemble.version", "assemble.exclude_failed_audit")),
     Stage("release", "PhysioNet release folder with dataset card, checksums and PHI scan", _release,
           ("release", "assemble.version", "sources.mimic_cxr", "sources.mimic_nle", "sources.rad_restruct")),
     Stage("train", "LoRA fine-tuning from the shards", _train, ("train", "seed", "assemble.version"),
-          flags=("train.max_steps",), in_build=False,
-          options=(Option("resume", "continue from the latest checkpoint"),)),
+          in_build=False, options=(Option("resume"),)),
 )}
 
 #: The dataset build, in dependency order (training is opt-in).
@@ -272,13 +264,14 @@ def freshness(name: str, params: Params, wd: Workdir) -> tuple[StageSpec, Freshn
     return spec, check(spec, wd)
 
 
-def skipped_summary(wd: Workdir, name: str) -> Summary:
-    return {**(read_stamp(wd, name) or {}).get("summary", {}), "skipped": True}
+def skipped_summary(state: Freshness) -> Summary:
+    return {**state.summary, "skipped": True}
 
 
 def fresh_summary(name: str, params: Params, wd: Workdir) -> Summary | None:
     """The recorded summary when the stage is up to date, else None."""
-    return skipped_summary(wd, name) if freshness(name, params, wd)[1].fresh else None
+    state = freshness(name, params, wd)[1]
+    return skipped_summary(state) if state.fresh else None
 
 
 def check_options(name: str, options: dict[str, Any]) -> None:
@@ -290,6 +283,16 @@ def check_options(name: str, options: dict[str, Any]) -> None:
 
 def forced_by_options(name: str, options: dict[str, Any]) -> bool:
     return any(o.reruns and options.get(o.name) for o in STAGES[name].options)
+
+
+def why_run(name: str, state: Freshness, *, force: bool, options: dict[str, Any]) -> str | None:
+    """Why stage ``name`` runs (its stamp's reasons, ``--force`` or a rerunning option); None when
+    it is up to date."""
+    if not state.fresh:
+        return str(state)
+    if force:
+        return "forced (--force)"
+    return "forced by an option" if forced_by_options(name, options) else None
 
 
 def producer(path: str | None, params: Params, wd: Workdir) -> str | None:

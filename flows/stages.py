@@ -22,7 +22,7 @@ from prefect.tasks import exponential_backoff
 from ..tasks.errors import ConfigError, InputError
 from ..tasks.stage import record
 from ..tasks.workdir import Workdir
-from .registry import STAGES, Params, Summary, check_options, forced_by_options, freshness, producer, skipped_summary
+from .registry import STAGES, Params, Summary, check_options, freshness, producer, skipped_summary, why_run
 
 
 def retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
@@ -30,11 +30,13 @@ def retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
     return not isinstance(state.data, (InputError, ConfigError))
 
 
-def retry_options(retries: int) -> dict[str, Any]:
+def retry_options(retries: int, *, delay: float = 10, jitter: float = 0.5,
+                  condition: Callable[[Any, Any, Any], bool] = retry_unless_bad_input) -> dict[str, Any]:
+    """Prefect task options: ``retries`` with exponential backoff from ``delay`` seconds, where ``condition``."""
     if not retries:
         return {}
-    return {"retries": retries, "retry_delay_seconds": exponential_backoff(backoff_factor=10),
-            "retry_jitter_factor": 0.5, "retry_condition_fn": retry_unless_bad_input}
+    return {"retries": retries, "retry_delay_seconds": exponential_backoff(backoff_factor=delay),
+            "retry_jitter_factor": jitter, "retry_condition_fn": condition}
 
 
 def name_the_writer(err: InputError, stage: str, params: Params, wd: Workdir) -> InputError:
@@ -94,14 +96,14 @@ def execute(name: str, params: Params, workdir: str, *, force: bool = False, opt
     check_options(name, options)
     wd = Workdir.at(workdir)
     spec, state = freshness(name, params, wd)
-    if state.fresh and not force and not forced_by_options(name, options):
-        summary = skipped_summary(wd, name)
+    why = why_run(name, state, force=force, options=options)
+    if why is None:
+        summary = skipped_summary(state)
         publish(name, summary, skipped=True)
         return summary
-    why = str(state) if not state.fresh else "forced (--force)" if force else "forced by an option"
     print(f"{name}: running ({why})")
     summary = run() if run is not None else _stage_task(name)(params, str(wd.root), options)
-    record(spec, wd, summary)
+    record(spec, wd, summary, key=state.key)
     publish(name, summary, skipped=False)
     return {**summary, "skipped": False, "rerun": why}
 

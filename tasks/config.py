@@ -16,7 +16,7 @@ import copy
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -114,8 +114,6 @@ def load_params(path: str | Path | None = None, overrides: Sequence[str] = (), *
 
 
 def _resolve_paths(params: dict[str, Any], base: Path) -> dict[str, Any]:
-    params = copy.deepcopy(params)
-
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
             return {k: walk(v) for k, v in node.items()}
@@ -123,13 +121,19 @@ def _resolve_paths(params: dict[str, Any], base: Path) -> dict[str, Any]:
             return str((base / node).resolve())
         return node
 
-    for dotted in PATH_KEYS:
-        *parents, leaf = dotted.split(".")
-        node = params
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
+    return map_path_settings(params, PATH_KEYS, lambda value, _key: walk(value))
+
+
+def map_path_settings(params: Mapping[str, Any], keys: Sequence[str],
+                      fn: Callable[[Any, str], Any]) -> dict[str, Any]:
+    """A copy of ``params`` with the value at each dotted key of ``keys`` that is set replaced by
+    ``fn(value, key)``."""
+    params = copy.deepcopy(dict(params))
+    for key in keys:
+        *parents, leaf = key.split(".")
+        node = dotted(params, ".".join(parents)) if parents else params
         if isinstance(node, dict) and leaf in node:
-            node[leaf] = walk(node[leaf])
+            node[leaf] = fn(node[leaf], key)
     return params
 
 

@@ -67,6 +67,10 @@ class StageSpec:
 class Freshness:
     fresh: bool
     reasons: tuple[str, ...]
+    #: the key the check computed (None without a usable stamp): :func:`record` reuses it
+    key: dict[str, Any] | None = field(default=None, repr=False)
+    #: the summary the stamp holds: what a skipped stage reports
+    summary: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __str__(self) -> str:
         return "; ".join(self.reasons) if self.reasons else "unchanged"
@@ -149,21 +153,26 @@ def check(spec: StageSpec, wd: Workdir) -> Freshness:
     old = stamp.get("key")
     if not isinstance(old, dict) or not isinstance(stamp.get("outputs"), dict):
         return Freshness(False, ("stamp of an older format",))
-    reasons = _key_reasons(old, spec.key(wd)) or _output_reasons(spec, wd, stamp["outputs"])
-    return Freshness(not reasons, tuple(reasons))
+    key = spec.key(wd)
+    reasons = _key_reasons(old, key) or _output_reasons(spec, wd, stamp["outputs"])
+    return Freshness(not reasons, tuple(reasons), key, stamp.get("summary", {}))
 
 
 def is_fresh(spec: StageSpec, wd: Workdir) -> bool:
     return check(spec, wd).fresh
 
 
-def record(spec: StageSpec, wd: Workdir, summary: Mapping[str, Any]) -> None:
-    """Stamp a finished run: its key and its outputs as they are now."""
+def record(spec: StageSpec, wd: Workdir, summary: Mapping[str, Any], key: dict[str, Any] | None = None) -> None:
+    """Stamp a finished run: its key and its outputs as they are now. ``key``: the one :func:`check`
+    computed before the run (the inputs the run read); computed now when not given, or when an input
+    was missing then (the run may have made it: train's demo model)."""
+    if key is None or None in key["inputs"].values():
+        key = spec.key(wd)
     anchors = spec.anchors(wd)
     outputs = [*spec.outputs, *(spec.produced(summary) if spec.produced else ())]
     fingerprints = {label(p, anchors): fingerprint(p) for p in outputs}
     missing = [name for name, fp in fingerprints.items() if fp is None]
     if missing:
         raise StageFailure(f"{spec.name}: finished without writing {_names(missing)}")
-    write_json({"stage": spec.name, "key": spec.key(wd), "outputs": fingerprints,
+    write_json({"stage": spec.name, "key": key, "outputs": fingerprints,
                 "summary": dict(summary)}, stamp_path(wd, spec.name))

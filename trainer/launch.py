@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from ..flows.registry import skipped_summary, stage_spec
-from ..tasks.stage import is_fresh, record
+from ..flows.registry import freshness, skipped_summary, why_run
+from ..tasks.stage import record
 from ..tasks.workdir import Workdir
 from . import distributed
 from .run import run_train
@@ -46,14 +46,18 @@ def run_launched(params: dict[str, Any], wd: Workdir, *, force: bool, resume: bo
     """
     ranks = distributed.start()
     _log_to_stderr(ranks.rank)
-    with hold() if ranks.is_main else nullcontext():
-        spec = stage_spec("train", params, wd)
-        stale = [force or not is_fresh(spec, wd)] if ranks.is_main else [None]
-        torch.distributed.broadcast_object_list(stale, src=0)
-        if not stale[0]:
-            return skipped_summary(wd, "train") if ranks.is_main else None
-        summary = run_train(params, wd, resume=resume)
-        if not ranks.is_main:
-            return None
-        record(spec, wd, summary)
-        return {**summary, "skipped": False}
+    why: list[str | None] = [None]
+    if not ranks.is_main:  # rank 0 tells whether the stage runs
+        torch.distributed.broadcast_object_list(why, src=0)
+        if why[0] is not None:
+            run_train(params, wd, resume=resume, ranks=ranks)
+        return None
+    with hold():
+        spec, state = freshness("train", params, wd)
+        why[0] = why_run("train", state, force=force, options={"resume": resume})
+        torch.distributed.broadcast_object_list(why, src=0)
+        if why[0] is None:
+            return skipped_summary(state)
+        summary = run_train(params, wd, resume=resume, ranks=ranks)
+        record(spec, wd, summary, key=state.key)
+        return {**summary, "skipped": False, "rerun": why[0]}

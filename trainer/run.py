@@ -68,15 +68,17 @@ def _metadata(cfg: TrainConfig, base: BaseModel, shards: ShardSet, conversation:
     }
 
 
-def run_train(params: dict[str, Any], wd: Workdir, *, max_steps: int | None = None, resume: bool = True) -> dict:
+def run_train(params: dict[str, Any], wd: Workdir, *, max_steps: int | None = None, resume: bool = True,
+              ranks: distributed.Ranks | None = None) -> dict:
     """Fine-tune the configured base model with LoRA on a dataset version; returns the run summary.
 
-    ``max_steps`` caps optimizer steps (smoke runs); ``resume=False`` discards existing checkpoints.
+    ``max_steps`` caps optimizer steps (smoke runs); ``resume=False`` discards existing checkpoints;
+    ``ranks``: those the launcher started, when already known (default: :func:`.distributed.start`).
     """
     cfg = load_config(params, max_steps=max_steps)
     version = dataset_version(cfg, params)
     shards = open_shards(wd.shards(version))
-    ranks = distributed.start()
+    ranks = ranks or distributed.start()
     ranks.on_main(lambda: _verify(shards))  # read once, not once per rank
     data = _data(cfg, shards)
     out_dir = output_dir(cfg, wd, version)
