@@ -12,7 +12,7 @@ import pytest
 
 from radialog_instruct.tasks.errors import InputError
 from radialog_instruct.tasks.sources.mimic_cxr import MimicCxrPaths, load_mimic_cxr, load_reports
-from radialog_instruct.tasks.sources.mimic_nle import read_nle_records, resolve_against_reports
+from radialog_instruct.tasks.sources.mimic_nle import read_nle_records, report_sentences, resolve_against_reports
 from radialog_instruct.tasks.sources.rad_restruct import load_rad_restruct
 
 from reference import DEMO, MIMIC_EXAMPLE, RAD_RESTRUCT, mimic_nle_queries
@@ -81,6 +81,8 @@ def test_parallel_parsing_gives_the_same_reports_and_errors(tmp_path: Path):
     pooled, raw_pooled = load_reports(source, keep, workers=2, batch_size=16)
     assert len(alone) > 32 and raw_alone == raw_pooled and len(raw_alone) == 3
     pd.testing.assert_frame_equal(alone, pooled)
+    _, numbered = load_reports(source, keep, raw_as=report_sentences, workers=2, batch_size=16)
+    assert numbered == {study: report_sentences(text) for study, text in raw_alone.items()}
 
     broken = tmp_path / "mimic-cxr"
     shutil.copytree(source, broken)
@@ -221,7 +223,7 @@ def test_mimic_nle_query_text_recovered_from_report(tmp_path: Path):
     frame = read_nle_records(tmp_path)
     findings = pd.DataFrame({"study_id": [STUDY], "subject_id": [SUBJECT],
                              "findings": ["Cardiac size cannot be evaluated. Large left pleural effusion is new."]})
-    table, notes = resolve_against_reports(frame, findings, {STUDY: MIMIC_EXAMPLE.read_text()})
+    table, notes = resolve_against_reports(frame, findings, {STUDY: report_sentences(MIMIC_EXAMPLE.read_text())})
     row = table.to_pylist()[0]
     assert row["nle"] == "Large left pleural effusion is new." and row["resolved"] and row["in_findings"]
     assert row["subject_id"] == SUBJECT and row["diagnoses"] == ["Pleural Effusion"]

@@ -6,6 +6,7 @@ when MIMIC's CheXpert CSV is present) and ``reports/ingest-summary.json``.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,11 @@ from ...schemas import NLE, RADRESTRUCT_QA
 from ..config import section
 from ..errors import ConfigError, InputError
 from ..io import write_json, write_parquet
+from ..parallel import Background
 from ..stage import StageSpec
 from ..workdir import Workdir
 from .mimic_cxr import CHEXPERT, METADATA, SPLIT, MimicCxrPaths, find_table, iter_report_files, load_mimic_cxr
-from .mimic_nle import find_nle_files, read_nle_records, resolve_against_reports
+from .mimic_nle import find_nle_files, read_nle_records, report_sentences, resolve_against_reports
 from .physionet import PhysioNetConfig
 from .rad_restruct import check_rad_restruct_layout, load_rad_restruct
 
@@ -90,23 +92,26 @@ def run_ingest(params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
 
 
 def ingest(cfg: SourcesConfig, wd: Workdir) -> dict[str, Any]:
-    """Run the ingest stage; returns its summary (row counts and data notes)."""
-    nle_frame = read_nle_records(Path(cfg.mimic_nle.dir)) if cfg.mimic_nle.dir else None
-    keep = frozenset(int(s) for s in nle_frame["study_id"]) if nle_frame is not None else frozenset()
-    cxr = load_mimic_cxr(cfg.cxr_paths(), keep)
-    notes: dict[str, int] = dict(cxr.notes)
+    """Run the ingest stage; returns its summary (row counts and data notes). Rad-ReStruct is read
+    in a background process while MIMIC-CXR and MIMIC-NLE are read here."""
+    with Background(load_rad_restruct, Path(cfg.rad_restruct.dir)) if cfg.rad_restruct.dir else nullcontext() \
+            as radrestruct_job:
+        nle_frame = read_nle_records(Path(cfg.mimic_nle.dir)) if cfg.mimic_nle.dir else None
+        keep = frozenset(int(s) for s in nle_frame["study_id"]) if nle_frame is not None else frozenset()
+        cxr = load_mimic_cxr(cfg.cxr_paths(), keep, raw_as=report_sentences)  # numbered by the parsing workers
+        notes: dict[str, int] = dict(cxr.notes)
 
-    if nle_frame is not None:
-        reports = cxr.reports.select(["study_id", "subject_id", "findings"]).to_pandas()
-        nle, nle_notes = resolve_against_reports(nle_frame, reports, cxr.raw_texts)
-        notes.update(nle_notes)
-    else:
-        nle = NLE.empty_table()
-    if cfg.rad_restruct.dir:
-        radrestruct, rr_notes = load_rad_restruct(Path(cfg.rad_restruct.dir))
-        notes.update(rr_notes)
-    else:
-        radrestruct = RADRESTRUCT_QA.empty_table()
+        if nle_frame is not None:
+            reports = cxr.reports.select(["study_id", "subject_id", "findings"]).to_pandas()
+            nle, nle_notes = resolve_against_reports(nle_frame, reports, cxr.kept)
+            notes.update(nle_notes)
+        else:
+            nle = NLE.empty_table()
+        if radrestruct_job is not None:
+            radrestruct, rr_notes = radrestruct_job.result()
+            notes.update(rr_notes)
+        else:
+            radrestruct = RADRESTRUCT_QA.empty_table()
 
     tables: dict[str, pa.Table] = {"reports": cxr.reports, "images": cxr.images, "nle": nle,
                                    "radrestruct_qa": radrestruct}

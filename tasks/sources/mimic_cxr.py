@@ -20,6 +20,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,7 @@ import pyarrow as pa
 from ...schemas import IMAGES, REPORTS
 from ..errors import InputError
 from ..labeling.conditions import CONDITIONS, CSV_ORDER, column
-from .report_parsing import BATCH, iter_report_bytes, parse_reports
+from .report_parsing import BATCH, RawAs, iter_report_bytes, parse_reports
 
 SPLITS = ("train", "validate", "test")
 METADATA = "mimic-cxr-2.0.0-metadata.csv"
@@ -159,14 +160,14 @@ def iter_report_files(source: Path, want: Callable[[str], bool] | None = None) -
     yield from iter_report_bytes(root, is_zip=is_zip, want=want)
 
 
-def load_reports(source: Path, keep_raw: set[int] | frozenset[int] = frozenset(), *, workers: int | None = None,
-                 batch_size: int = BATCH) -> tuple[pd.DataFrame, dict[int, str]]:
-    """One row per report file with its sections (see :mod:`.sections`), and the raw text of the
-    studies in ``keep_raw``. ``source`` is the mimic-cxr-reports folder, its ``files`` folder or
+def load_reports(source: Path, keep_raw: set[int] | frozenset[int] = frozenset(), *, raw_as: RawAs = str,
+                 workers: int | None = None, batch_size: int = BATCH) -> tuple[pd.DataFrame, dict[int, Any]]:
+    """One row per report file with its sections (see :mod:`.sections`), and ``raw_as`` of the raw
+    text of the studies in ``keep_raw`` (default: the text). ``source`` is the mimic-cxr-reports folder, its ``files`` folder or
     mimic-cxr-reports.zip. Reading and parsing use ``workers`` processes (default: the CPU count,
     at most 8; see :mod:`.report_parsing`)."""
     root, is_zip = report_source(source)
-    table, raw = parse_reports(root, is_zip=is_zip, keep_raw=frozenset(keep_raw), workers=workers,
+    table, raw = parse_reports(root, is_zip=is_zip, keep_raw=frozenset(keep_raw), raw_as=raw_as, workers=workers,
                                batch_size=batch_size)
     if table.num_rows == 0:
         raise InputError(source, "no reports found", expected="files/pNN/pSUBJECT/sSTUDY.txt")
@@ -186,7 +187,7 @@ class MimicCxrTables:
     images: pa.Table
     chexpert: pa.Table | None
     notes: dict[str, int]
-    raw_texts: dict[int, str]
+    kept: dict[int, Any]  # what ``raw_as`` made of the raw text of the ``keep_raw`` studies
 
 
 def image_path(subject_id: pd.Series, study_id: pd.Series, dicom_id: pd.Series) -> pd.Series:
@@ -194,8 +195,9 @@ def image_path(subject_id: pd.Series, study_id: pd.Series, dicom_id: pd.Series) 
     return "files/p" + subj.str[:2] + "/p" + subj + "/s" + study_id.astype(str) + "/" + dicom_id.astype(str) + ".jpg"
 
 
-def load_mimic_cxr(paths: MimicCxrPaths, keep_raw: set[int] | frozenset[int] = frozenset()) -> MimicCxrTables:
-    reports, raw_texts = load_reports(paths.reports, keep_raw)
+def load_mimic_cxr(paths: MimicCxrPaths, keep_raw: set[int] | frozenset[int] = frozenset(),
+                   raw_as: RawAs = str) -> MimicCxrTables:
+    reports, kept = load_reports(paths.reports, keep_raw, raw_as=raw_as)
     meta_path = find_table(paths.jpg_root, METADATA)
     split_path = find_table(paths.jpg_root, SPLIT)
     chexpert_path = find_table(paths.jpg_root, CHEXPERT, required=False)
@@ -243,5 +245,5 @@ def load_mimic_cxr(paths: MimicCxrPaths, keep_raw: set[int] | frozenset[int] = f
                                     schema=IMAGES, preserve_index=False),
         chexpert=chexpert,
         notes=notes,
-        raw_texts=raw_texts,
+        kept=kept,
     )

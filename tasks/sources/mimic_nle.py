@@ -136,24 +136,19 @@ def read_nle_records(folder: Path) -> pd.DataFrame:
 
 
 def resolve_against_reports(frame: pd.DataFrame, reports: pd.DataFrame,
-                            raw_texts: dict[int, str]) -> tuple[pa.Table, dict[str, int]]:
+                            sentences_of: dict[int, list[str]]) -> tuple[pa.Table, dict[str, int]]:
     """Fill missing NLE text from the reports and check every sentence id.
 
-    ``reports`` is the ingested reports table (study_id, subject_id, findings); ``raw_texts`` maps
-    study_id -> raw report text for the studies the NLE records refer to.
+    ``reports`` is the ingested reports table (study_id, subject_id, findings); ``sentences_of`` maps
+    study_id -> :func:`report_sentences` of its raw report, for the studies the NLE records refer to.
     """
     frame = frame.copy()
     study_ids = reports["study_id"].tolist()
     findings_of = dict(zip(study_ids, reports["findings"].tolist()))
     subject_of = dict(zip(study_ids, reports["subject_id"].tolist()))
-    sentences_of: dict[int, list[str]] = {}  # several NLEs often come from one report
     resolved, in_findings, nles, subjects = [], [], [], []
     for rec in frame.itertuples(index=False):
-        sentences = None
-        if rec.study_id in raw_texts:
-            sentences = sentences_of.get(rec.study_id)
-            if sentences is None:
-                sentences = sentences_of[rec.study_id] = report_sentences(raw_texts[rec.study_id])
+        sentences = sentences_of.get(rec.study_id)
         nle = rec.nle
         if nle is None and sentences is not None and rec.sentence_index < len(sentences):
             nle = sentences[rec.sentence_index]

@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from itertools import islice
+from typing import Any
 
 import pyarrow as pa
 
@@ -42,8 +43,10 @@ REPORT_ROWS = pa.schema([pa.field("subject_id", pa.int64()), pa.field("study_id"
 FolderUnit = tuple[str, str, bool]
 #: A zip member: (name, local header offset, compressed size, CRC-32, compression method, flag bits).
 ZipMember = tuple[str, int, int, int, int, int]
-#: Parsed rows of one batch, and the raw text of its studies that are in ``keep_raw``.
-ParsedBatch = tuple[pa.RecordBatch, dict[int, str]]
+#: Parsed rows of one batch, and what ``raw_as`` made of the raw text of its studies in ``keep_raw``.
+ParsedBatch = tuple[pa.RecordBatch, dict[int, Any]]
+#: What is kept of a kept study's raw text (a picklable function: it runs in the workers).
+RawAs = Callable[[str], Any]
 #: A report: (where, for errors; path from the reports root; raw bytes).
 Report = tuple[str, str, bytes]
 #: Which reports to read, by path from the reports root.
@@ -67,10 +70,10 @@ def parse_report_path(rel: str, where: str) -> tuple[int, int]:
 class _Batch:
     """Rows of parsed reports, collected in order."""
 
-    def __init__(self, keep_raw: frozenset[int]):
+    def __init__(self, keep_raw: frozenset[int], raw_as: RawAs):
         self.rows: list[tuple] = []
-        self.raw: dict[int, str] = {}
-        self.keep_raw = keep_raw
+        self.raw: dict[int, Any] = {}
+        self.keep_raw, self.raw_as = keep_raw, raw_as
 
     def add(self, where: str, rel: str, data: bytes) -> None:
         subject, study = parse_report_path(rel, where)
@@ -81,7 +84,7 @@ class _Batch:
         parts = study_sections(text)
         self.rows.append((subject, study, rel, hashlib.sha1(data).hexdigest(), *(parts[k] for k in STUDY_SECTIONS)))
         if study in self.keep_raw:
-            self.raw[study] = text
+            self.raw[study] = self.raw_as(text)
 
     def result(self) -> ParsedBatch:
         columns = list(zip(*self.rows)) if self.rows else [[] for _ in REPORT_ROWS]
@@ -161,8 +164,8 @@ def _folder_reports(units: Sequence[FolderUnit], want: Want | None = None) -> It
                 yield file, file_rel, read_file(file)
 
 
-def parse_folder_batch(units: Sequence[FolderUnit], keep_raw: frozenset[int]) -> ParsedBatch:
-    batch = _Batch(keep_raw)
+def parse_folder_batch(units: Sequence[FolderUnit], keep_raw: frozenset[int], raw_as: RawAs = str) -> ParsedBatch:
+    batch = _Batch(keep_raw, raw_as)
     for where, rel, data in _folder_reports(units):
         batch.add(where, rel, data)
     return batch.result()
@@ -220,8 +223,9 @@ def _zip_reports(archive: str, members: Sequence[ZipMember], want: Want | None =
             yield f"{archive}!{rel}", rel, data
 
 
-def parse_zip_batch(archive: str, members: Sequence[ZipMember], keep_raw: frozenset[int]) -> ParsedBatch:
-    batch = _Batch(keep_raw)
+def parse_zip_batch(archive: str, members: Sequence[ZipMember], keep_raw: frozenset[int],
+                    raw_as: RawAs = str) -> ParsedBatch:
+    batch = _Batch(keep_raw, raw_as)
     for where, rel, data in _zip_reports(archive, members):
         batch.add(where, rel, data)
     return batch.result()
@@ -238,10 +242,11 @@ def iter_report_bytes(source: str, *, is_zip: bool, want: Want | None = None) ->
         yield rel, data
 
 
-def parse_reports(source: str, *, is_zip: bool, keep_raw: frozenset[int], workers: int | None = None,
-                  batch_size: int = BATCH) -> tuple[pa.Table, dict[int, str]]:
+def parse_reports(source: str, *, is_zip: bool, keep_raw: frozenset[int], raw_as: RawAs = str,
+                  workers: int | None = None, batch_size: int = BATCH) -> tuple[pa.Table, dict[int, Any]]:
     """Every report under ``source`` (the ``files`` folder, or the zip) as rows of
-    :data:`REPORT_ROWS` in file order, and the raw text of the studies in ``keep_raw``. Workers
+    :data:`REPORT_ROWS` in file order, and ``raw_as(raw text)`` of the studies in ``keep_raw``
+    (made in the workers: e.g. MIMIC-NLE's sentence numbering). Workers
     default to the CPU count (at most 8); one batch or less is parsed in-process."""
     units: list = zip_members(source) if is_zip else folder_units(source)
     task = partial(parse_zip_batch, source) if is_zip else parse_folder_batch
@@ -249,7 +254,7 @@ def parse_reports(source: str, *, is_zip: bool, keep_raw: frozenset[int], worker
     batches = iter(lambda: list(islice(units_iter, batch_size)), [])
     workers = default_workers() if workers is None else workers
     parsed, raw = [], {}
-    for batch, batch_raw in ordered_map(partial(task, keep_raw=keep_raw), batches,
+    for batch, batch_raw in ordered_map(partial(task, keep_raw=keep_raw, raw_as=raw_as), batches,
                                         workers if len(units) > batch_size else 1):
         parsed.append(batch)
         raw.update(batch_raw)
