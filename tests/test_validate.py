@@ -176,6 +176,7 @@ SHARD_DEFECTS: dict[str, tuple[Edit, set[str]]] = {
     "unknown context mode": (_set(4, context_mode="half"), {"context_mode is known"}),
     "duplicate sample_id": (_same_id(0, 1), {"sample_id unique in shard"}),
     "empty output": (_answer(4, ""), {"output length in bounds", "messages well formed"}),
+    "whitespace-only answer": (_answer(4, " \u00a0\n\u2003 "), {"messages well formed"}),
     "overlong instruction": (_longer_instruction(5),
                              {"instruction length in bounds", "messages = history + instruction + answer"}),
     "two user turns in a row": (_messages(6, lambda m: m[:1] + m[2:]),

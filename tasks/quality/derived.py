@@ -89,8 +89,9 @@ def messages_ok(m: Turns) -> np.ndarray:
     n = len(m.lengths)
     position = np.arange(len(m.roles)) - np.repeat(m.starts, m.lengths)
     expected = pa.array(["user", "assistant"]).take(position % 2)
-    content = pc.utf8_trim_whitespace(m.contents)
-    ok = true_where(pc.equal(m.roles, expected)) & true_where(pc.greater(pc.utf8_length(content), 0))
+    # blank: empty or only whitespace (utf8_is_space classifies as utf8_trim_whitespace trims; no copy)
+    blank = pc.or_kleene(pc.equal(m.contents, ""), pc.utf8_is_space(m.contents))
+    ok = true_where(pc.equal(m.roles, expected)) & true_where(pc.invert(blank))
     return m.valid & (m.lengths > 0) & (m.lengths % 2 == 0) & _rows_all(ok, m.owners(), n)
 
 

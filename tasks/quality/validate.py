@@ -15,9 +15,11 @@ refuses to run.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -27,6 +29,7 @@ from ..errors import InputError
 from ..instruct.fidelity import ORIGINAL
 from ..instruct.presets import ALL_TASKS, PRESETS
 from ..io import read_json, sha256_file, write_json, write_text
+from ..parallel import read_ahead
 from ..stage import StageSpec
 from ..storage import assemble
 from ..storage.shards import SPLIT_DIRS, shard_files
@@ -98,6 +101,23 @@ def manifest_problems(version_dir: Path, manifest: dict[str, Any]) -> list[str]:
     return problems
 
 
+@dataclass(frozen=True)
+class _Shard:
+    """What the checks need of one shard file."""
+
+    name: str
+    rows: int
+    frame: pd.DataFrame  # :func:`flat_frame`, for the ``shard`` suite
+    schema_problems: list[str]
+    ids: pa.Table
+
+
+def _prepared(version_dir: Path, split: str, path: Path) -> _Shard:
+    table = pq.read_table(path)
+    return _Shard(path.relative_to(version_dir).as_posix(), table.num_rows, flat_frame(table, split),
+                  schema_problems(table.schema), id_columns(table))
+
+
 def validate_version(version_dir: Path, cfg: ValidateConfig, *, exclude_failed_audit: bool) -> dict[str, Any]:
     """Run every check on ``shards/<version>``; returns the report (``success`` says all passed)."""
     manifest_path = version_dir / assemble.MANIFEST
@@ -107,6 +127,10 @@ def validate_version(version_dir: Path, cfg: ValidateConfig, *, exclude_failed_a
     preset = PRESETS.get(manifest.get("preset") or "")
     tasks = [t for t in ALL_TASKS if t in preset.tasks] if preset else list(ALL_TASKS)
     exclude_failed_audit = bool(manifest.get("audit_exclusion", exclude_failed_audit))
+    paths = [(split, path) for split in SPLIT_DIRS for path in shard_files(version_dir, split)]
+    # each shard is read and flattened in a thread while the one before it is checked (the first
+    # while Great Expectations starts)
+    prepared = read_ahead(lambda item: _prepared(version_dir, *item), paths)
     validator = Validator()
     validator.add_suite("shard", shard_checks(cfg, audited=bool(manifest.get("audited")),
                                               exclude_failed_audit=exclude_failed_audit, tasks=tasks,
@@ -118,16 +142,11 @@ def validate_version(version_dir: Path, cfg: ValidateConfig, *, exclude_failed_a
 
     shards: dict[str, Any] = {}
     ids = []
-    for split in SPLIT_DIRS:
-        for path in shard_files(version_dir, split):
-            name = path.relative_to(version_dir).as_posix()
-            table = pq.read_table(path)
-            result = validator.run("shard", flat_frame(table, split))
-            problems = schema_problems(table.schema)
-            shards[name] = {"rows": table.num_rows, "schema_problems": problems, **result.to_json()}
-            shards[name]["success"] = result.success and not problems
-            ids.append(id_columns(table))
-            del table
+    for shard in prepared:
+        result = validator.run("shard", shard.frame)
+        shards[shard.name] = {"rows": shard.rows, "schema_problems": shard.schema_problems, **result.to_json()}
+        shards[shard.name]["success"] = result.success and not shard.schema_problems
+        ids.append(shard.ids)
     if not shards:
         raise InputError(version_dir, "no shards to validate", expected="train/validate/test part-*.parquet files")
     ids_frame = pa.concat_tables(ids).to_pandas()
