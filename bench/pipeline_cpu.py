@@ -23,7 +23,11 @@ process (wait4's ``ru_maxrss``, which covers the worker processes a stage starts
 earlier results used; ``tree_pss_gib`` is the largest total proportional set size of the stage's
 whole process tree (pages shared between a parent and its forked workers counted once), sampled
 every 0.1 s from /proc. Stage seconds are measured inside the stage process around the stage
-function: imports are excluded, all Parquet and JSON I/O is included. Stages are called as plain
+function: imports are excluded, all Parquet and JSON I/O is included. ``cpu_user_s`` / ``cpu_sys_s``
+are the stage process tree's CPU times (wait4, imports included), ``minor_faults`` its page faults;
+``first_touch_s_per_gib`` probes how much touching new memory costs on the machine at the start,
+before each full-scale run and at the end (a virtual machine that hands freed memory back to its
+host makes that cost vary tenfold, and it lands in ``cpu_sys_s``). Stages are called as plain
 functions, without Prefect. Results go to bench/results/pipeline-cpu.json with the machine and the
 load average before every stage (the machine may be shared).
 """
@@ -198,14 +202,16 @@ def run_stage(name: str, corpus: Path, workdir: Path, preset: str, reports: Path
     result.unlink()
     out = {"seconds": inner["seconds"], "process_seconds": round(time.perf_counter() - started, 2),
            "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2), "tree_pss_gib": round(sampler.peak_kib / 2**20, 2),
-           "load_average": load}
+           "cpu_user_s": round(usage.ru_utime, 2), "cpu_sys_s": round(usage.ru_stime, 2),
+           "minor_faults": usage.ru_minflt, "load_average": load}
     if inner["returned"] is not None:
         out["returned"] = inner["returned"]
     if inner["error"]:
         out["error"] = inner["error"]
         print(f"  {name} reported: {inner['error']}", flush=True)
     print(f"  {name:<9} {out['seconds']:>8.2f} s   peak RSS {out['peak_rss_gib']:>5} GiB   "
-          f"tree PSS {out['tree_pss_gib']:>5} GiB   load {load[0]}", flush=True)
+          f"tree PSS {out['tree_pss_gib']:>5} GiB   user {out['cpu_user_s']:>6.2f} s   sys {out['cpu_sys_s']:>6.2f} s   "
+          f"load {load[0]}", flush=True)
     return out
 
 
@@ -220,8 +226,29 @@ def run_ours(corpus: Path, workdir: Path, preset: str, *, validate: bool) -> dic
     return {"preset": preset, "stages": stages, "seconds": seconds, "samples": summary["rows"],
             "samples_per_s": round(summary["rows"] / seconds), "rows_per_task": summary["rows_per_task"],
             "prefilled_requests": stages["prefill"].get("returned"),
+            "cpu_user_s": round(sum(s["cpu_user_s"] for s in timed.values()), 2),
+            "cpu_sys_s": round(sum(s["cpu_sys_s"] for s in timed.values()), 2),
             "peak_rss_gib": max(s["peak_rss_gib"] for s in timed.values()),
             "tree_pss_gib": max(s["tree_pss_gib"] for s in timed.values())}
+
+
+PROBE = """
+import time
+import numpy as np
+started = time.perf_counter()
+np.ones(1 << 30, np.uint8)
+print(time.perf_counter() - started)
+"""
+
+
+def first_touch_probe() -> float:
+    """Seconds a fresh process takes to touch 1 GiB of new memory. On a workstation this is about
+    0.1-0.3 s; on a virtual machine whose balloon driver hands freed memory back to the host it can
+    be 30x that, and every stage pays it for the memory it touches (``cpu_sys_s``)."""
+    out = subprocess.run([sys.executable, "-c", PROBE], check=True, capture_output=True, text=True)
+    seconds = round(float(out.stdout), 2)
+    print(f"first touch of 1 GiB in a fresh process: {seconds} s", flush=True)
+    return seconds
 
 
 def ingest_from_zip(corpus: Path) -> dict[str, Any]:
@@ -295,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         return stage_process(args.stage, args.corpus, args.workdir, args.preset, args.result, args.reports)
 
     result: dict[str, Any] = {"machine": machine_info(("pyarrow", "pandas", "numpy")), "targets": TARGETS,
-                              "comparison": {}}
+                              "first_touch_s_per_gib": {"start": first_touch_probe()}, "comparison": {}}
     for studies in args.subsample_studies:
         result["comparison"][str(studies)] = side_by_side(studies)
     # the headline is the largest subsample: the original's per-row filters grow with the corpus
@@ -307,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             studies = args.base_studies * scale
             corpus_dir = WORK / ("mimic-scale" if studies == MIMIC_STUDIES else f"mimic-scale-{studies}")
             corpus = corpus_at(corpus_dir, studies)
+            result["first_touch_s_per_gib"][f"{scale}x"] = first_touch_probe()
             print(f"{scale}x MIMIC scale ({corpus['studies']} studies), our pipeline:", flush=True)
             run = run_ours(corpus_dir, WORK / f"pipeline-{scale}x", "radialog-v1.1", validate=True)
             result["runs"][f"{scale}x"] = {"corpus": corpus, **run}
@@ -322,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
                              "ratio": round(first["samples"] / PUBLISHED_SAMPLES, 3)}
         if 1 in args.scales and 2 in args.scales:
             result["peak_growth_2x"] = round(result["runs"]["2x"]["peak_rss_gib"] / result["runs"]["1x"]["peak_rss_gib"], 2)
+    result["first_touch_s_per_gib"]["end"] = first_touch_probe()
     result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     write_json(result, args.out)
     print(json.dumps({k: result.get(k) for k in ("samples_per_s", "peak_rss_gib", "speedup_vs_original",
