@@ -33,10 +33,8 @@ def short_id(*parts: object, length: int = 16) -> str:
 def key_hashes(keys: Iterable[object]) -> np.ndarray:
     """BLAKE2b-64 of each key's string form, as uint64."""
     blake = hashlib.blake2b
-    return np.fromiter(
-        (int.from_bytes(blake(str(k).encode("utf-8"), digest_size=8).digest(), "big") for k in keys),
-        dtype=np.uint64,
-    )
+    digests = b"".join([blake(k.encode("utf-8"), digest_size=8).digest() for k in map(str, keys)])
+    return np.frombuffer(digests, dtype=">u8").astype(np.uint64)  # big-endian, as hash64 reads a digest
 
 
 def _mix(z: np.ndarray) -> np.ndarray:

@@ -12,16 +12,18 @@ import pytest
 
 from radialog_instruct.tasks.augment.balancing import balance_yes_no
 from radialog_instruct.tasks.augment.context_dropping import MODES, draw_modes, partial_report
-from radialog_instruct.tasks.errors import ConfigError
+from radialog_instruct.tasks.errors import ConfigError, InputError
 from radialog_instruct.tasks.hashing import units
 from radialog_instruct.tasks.instruct import base
 from radialog_instruct.tasks.instruct.base import BuildContext
 from radialog_instruct.tasks.instruct.correction import label_masks
 from radialog_instruct.tasks.instruct.findings_qa import binary_questions
+from radialog_instruct.tasks.instruct.inputs import IMAGE_COLUMNS, LABEL_COLUMNS, REPORT_COLUMNS, image_frame
 from radialog_instruct.tasks.instruct.plan import build_plan, effective_preset, load_config, load_inputs
 from radialog_instruct.tasks.instruct.presets import ALL_TASKS, get_preset
 from radialog_instruct.tasks.instruct.rad_restruct_qa import expand_images
 from radialog_instruct.tasks.instruct.registry import BUILDERS
+from radialog_instruct.tasks.io import read_parquet
 from radialog_instruct.tasks.labeling.conditions import CONDITIONS, FINDINGS, column
 from radialog_instruct.tasks.sources.rad_restruct import load_rad_restruct
 from radialog_instruct.tasks.text.conversation import load_conversation
@@ -300,3 +302,17 @@ def test_batches_build_the_same_plan(planned_workdir, demo_params, monkeypatch, 
     whole = build_plan(ctx, load_inputs(ctx, planned_workdir))
     monkeypatch.setattr(base, "BATCH_ROWS", 37)
     assert build_plan(ctx, load_inputs(ctx, planned_workdir)).equals(whole)
+
+
+def test_labels_with_two_rows_for_a_study_are_refused(planned_workdir):
+    """The images get one label row per study: a duplicate would silently double the study's images."""
+    reports = read_parquet(planned_workdir.table("reports"), columns=REPORT_COLUMNS)
+    images = read_parquet(planned_workdir.table("images"), columns=[*IMAGE_COLUMNS, "has_report"])
+    labels = read_parquet(planned_workdir.table("labels"), columns=LABEL_COLUMNS)
+    splits = ("train", "validate", "test")
+    shown = images.to_pandas()
+    assert len(image_frame(reports, images, labels, splits)) == int((shown["has_report"]
+                                                                     & shown["split"].isin(splits)).sum())
+    doubled = pa.concat_tables([labels, labels.slice(3, 1)])
+    with pytest.raises(InputError, match=r"interim/labels.parquet has more than one row for a study"):
+        image_frame(reports, images, doubled, splits)

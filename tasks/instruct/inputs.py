@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..errors import InputError
 from ..labeling.conditions import CONDITION_COLUMNS, FINDINGS, column
 from .base import BuildContext
 from .fidelity import near_equal_blocks
@@ -41,23 +42,33 @@ class PlanInputs:
 
 
 def image_frame(reports: pa.Table, images: pa.Table, labels: pa.Table, splits: tuple[str, ...]) -> pd.DataFrame:
-    """The images with a report in ``splits`` joined with their report and labels (Arrow joins),
-    ordered by split, subject, study and image. The joins and the sort carry a row number of the
-    report, whose texts are taken once at the end."""
+    """The images with a report in ``splits`` joined with their report and labels, ordered by split,
+    subject, study and image."""
     keep = pc.and_(images.column("has_report"), pc.is_in(images.column("split"), value_set=pa.array(splits)))
     texts = [c for c in REPORT_COLUMNS if c not in REPORT_FLAGS]
-    flags = reports.select(REPORT_FLAGS).append_column("_report", pa.array(np.arange(reports.num_rows)))
-    frame = images.filter(keep).select(IMAGE_COLUMNS)
-    frame = frame.join(flags, "study_id", join_type="left outer", use_threads=False)
-    frame = frame.join(labels.select(LABEL_COLUMNS), "study_id", join_type="left outer", use_threads=False)
-    frame = frame.sort_by([(name, "ascending") for name in ("split", "subject_id", "study_id", "dicom_id")])
-    at = frame.column("_report")
-    frame = frame.drop_columns(["_report"])
+    frame = images.filter(keep).select(IMAGE_COLUMNS).replace_schema_metadata(None)  # default pandas types
+    frame = frame.take(pc.sort_indices(frame, [(name, "ascending") for name in ("split", "subject_id", "study_id",
+                                                                              "dicom_id")]))
+    study = frame.column("study_id")
+    # left joins on study_id (one report and one label row per study): a lookup and a take per column
+    at = pc.index_in(study, value_set=_unique_studies(reports, "reports"))
+    at_label = pc.index_in(study, value_set=_unique_studies(labels, "labels"))
+    for name in REPORT_FLAGS[1:]:
+        frame = frame.append_column(name, reports.column(name).take(at))
+    for name in LABEL_COLUMNS[1:]:
+        frame = frame.append_column(name, labels.column(name).take(at_label))
     for name in texts:
         frame = frame.append_column(name, reports.column(name).take(at))
     out = frame.to_pandas()
     out["structured_findings"] = out["structured_findings"].fillna("")
     return out
+
+
+def _unique_studies(table: pa.Table, name: str) -> pa.ChunkedArray:
+    studies = table.column("study_id")
+    if pc.count_distinct(studies).as_py() != len(studies):
+        raise InputError(None, f"interim/{name}.parquet has more than one row for a study", expected="one row per study")
+    return studies
 
 
 def positive_mask(frame: pd.DataFrame, conditions: tuple[str, ...] = FINDINGS) -> np.ndarray:
