@@ -40,6 +40,17 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def drop_written(fd: int) -> None:
+    """Put what was written to the open file ``fd`` on disk and out of the page cache. A large
+    file streamed out part by part (the exports, assemble's spill files) then holds no memory:
+    each part's pages are freed and reused for the next instead of the cache growing by the whole
+    file. It also makes the file durable before it is renamed into place. (A no-op where the
+    platform has no fdatasync / posix_fadvise.)"""
+    if hasattr(os, "fdatasync") and hasattr(os, "posix_fadvise"):
+        os.fdatasync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
 @contextmanager
 def atomic_path(path: str | Path, *, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it onto ``path`` when the block succeeds.

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from ..instruct.columns import concat, json_escape, parts_of, pick_strings, render_turns
 from ..instruct.presets import FINDINGS_QA, FINDINGS_QA_CODES, TASK_CODES
-from ..io import atomic_path
+from ..io import atomic_path, drop_written
 from ..parallel import default_workers, process_pool
 from ..text.conversation import Conversation, load_conversation
 from .shards import shard_files
@@ -206,6 +206,8 @@ class ExportWriter:
         for kind, fh in self.files.items():
             _next_item(fh, self.count)
             _write_records(fh, kind, table, self.conversation, turns)
+            fh.flush()
+            drop_written(fh.fileno())  # a shard's records (~100 MB) at a time, never the whole file
         self.count += table.num_rows
 
     def finish(self) -> int:
