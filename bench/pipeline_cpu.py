@@ -24,10 +24,10 @@ earlier results used; ``tree_pss_gib`` is the largest total proportional set siz
 whole process tree (pages shared between a parent and its forked workers counted once), sampled
 every 0.1 s from /proc. Stage seconds are measured inside the stage process around the stage
 function: imports are excluded, all Parquet and JSON I/O is included. ``cpu_user_s`` / ``cpu_sys_s``
-are the stage process tree's CPU times (wait4, imports included), ``minor_faults`` its page faults;
-``first_touch_s_per_gib`` probes how much touching new memory costs on the machine at the start,
-before each full-scale run and at the end (a virtual machine that hands freed memory back to its
-host makes that cost vary tenfold, and it lands in ``cpu_sys_s``). Stages are called as plain
+are the stage process tree's CPU times (wait4, imports included), ``minor_faults`` its page faults.
+Stage processes run with transparent huge pages off, as the CLI runs them (see
+:mod:`tasks.hugepages`: on this VM a huge-page fault could cost 14 ms, which showed up as seconds
+of ``cpu_sys_s`` that came and went with the host's memory). Stages are called as plain
 functions, without Prefect. Results go to bench/results/pipeline-cpu.json with the machine and the
 load average before every stage (the machine may be shared).
 """
@@ -48,6 +48,8 @@ from typing import Any
 
 from radialog_instruct.tasks.config import deep_merge, load_params
 from radialog_instruct.tasks.errors import InputError, StageFailure
+from radialog_instruct.tasks.hugepages import KEEP as THP_KEEP
+from radialog_instruct.tasks.hugepages import disable_transparent_hugepages
 from radialog_instruct.tasks.io import read_json, write_json
 from radialog_instruct.tasks.workdir import Workdir
 
@@ -114,7 +116,9 @@ def prefill_cache(params: dict[str, Any], wd: Workdir) -> int:
 
 def stage_process(name: str, corpus: Path, workdir: Path, preset: str, result: Path,
                   reports: Path | None = None) -> int:
-    """Inside a fresh process: import the stage, time it, write {"seconds", "returned"} to ``result``."""
+    """Inside a fresh process: import the stage, time it, write {"seconds", "returned"} to ``result``.
+    Transparent huge pages are off, as the CLI has them (:mod:`tasks.hugepages`)."""
+    disable_transparent_hugepages()
     params, wd = params_for(corpus, preset, reports), Workdir.at(workdir)
     if name == "original":
         import original_style
@@ -232,23 +236,13 @@ def run_ours(corpus: Path, workdir: Path, preset: str, *, validate: bool) -> dic
             "tree_pss_gib": max(s["tree_pss_gib"] for s in timed.values())}
 
 
-PROBE = """
-import time
-import numpy as np
-started = time.perf_counter()
-np.ones(1 << 30, np.uint8)
-print(time.perf_counter() - started)
-"""
-
-
-def first_touch_probe() -> float:
-    """Seconds a fresh process takes to touch 1 GiB of new memory. On a workstation this is about
-    0.1-0.3 s; on a virtual machine whose balloon driver hands freed memory back to the host it can
-    be 30x that, and every stage pays it for the memory it touches (``cpu_sys_s``)."""
-    out = subprocess.run([sys.executable, "-c", PROBE], check=True, capture_output=True, text=True)
-    seconds = round(float(out.stdout), 2)
-    print(f"first touch of 1 GiB in a fresh process: {seconds} s", flush=True)
-    return seconds
+def transparent_hugepages() -> dict[str, str | None]:
+    """The system's transparent huge page settings, and what the stage processes use."""
+    def setting(name: str) -> str | None:
+        path = Path("/sys/kernel/mm/transparent_hugepage") / name
+        return path.read_text().strip() if path.exists() else None
+    return {"enabled": setting("enabled"), "defrag": setting("defrag"),
+            "stage_processes": "off (prctl PR_SET_THP_DISABLE)" if os.environ.get(THP_KEEP) != "1" else "system"}
 
 
 def ingest_from_zip(corpus: Path) -> dict[str, Any]:
@@ -322,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         return stage_process(args.stage, args.corpus, args.workdir, args.preset, args.result, args.reports)
 
     result: dict[str, Any] = {"machine": machine_info(("pyarrow", "pandas", "numpy")), "targets": TARGETS,
-                              "first_touch_s_per_gib": {"start": first_touch_probe()}, "comparison": {}}
+                              "transparent_hugepages": transparent_hugepages(), "comparison": {}}
     for studies in args.subsample_studies:
         result["comparison"][str(studies)] = side_by_side(studies)
     # the headline is the largest subsample: the original's per-row filters grow with the corpus
@@ -334,7 +328,6 @@ def main(argv: list[str] | None = None) -> int:
             studies = args.base_studies * scale
             corpus_dir = WORK / ("mimic-scale" if studies == MIMIC_STUDIES else f"mimic-scale-{studies}")
             corpus = corpus_at(corpus_dir, studies)
-            result["first_touch_s_per_gib"][f"{scale}x"] = first_touch_probe()
             print(f"{scale}x MIMIC scale ({corpus['studies']} studies), our pipeline:", flush=True)
             run = run_ours(corpus_dir, WORK / f"pipeline-{scale}x", "radialog-v1.1", validate=True)
             result["runs"][f"{scale}x"] = {"corpus": corpus, **run}
@@ -350,7 +343,6 @@ def main(argv: list[str] | None = None) -> int:
                              "ratio": round(first["samples"] / PUBLISHED_SAMPLES, 3)}
         if 1 in args.scales and 2 in args.scales:
             result["peak_growth_2x"] = round(result["runs"]["2x"]["peak_rss_gib"] / result["runs"]["1x"]["peak_rss_gib"], 2)
-    result["first_touch_s_per_gib"]["end"] = first_touch_probe()
     result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     write_json(result, args.out)
     print(json.dumps({k: result.get(k) for k in ("samples_per_s", "peak_rss_gib", "speedup_vs_original",

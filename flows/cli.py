@@ -26,6 +26,7 @@ from rich.table import Table
 from ..tasks import workdir_lock
 from ..tasks.config import PROJECT_ROOT, load_params
 from ..tasks.errors import ConfigError, InputError, StageFailure
+from ..tasks.hugepages import disable_transparent_hugepages
 from ..tasks.io import write_text
 from ..tasks.workdir import Workdir
 from . import environment
@@ -482,6 +483,7 @@ def review_export(workdir: WorkdirOpt = None,
 
 
 def main() -> None:
+    disable_transparent_hugepages()
     try:
         app()
     except KeyboardInterrupt:

@@ -1,15 +1,20 @@
 """Background jobs (tasks.parallel.Background): result, errors across the process boundary, a
-child that dies, and the in-process fallback while other threads run."""
+child that dies, and the in-process fallback while other threads run; transparent huge pages off
+for a process and its children (tasks.hugepages)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 from radialog_instruct.tasks import parallel
 from radialog_instruct.tasks.errors import InputError
+from radialog_instruct.tasks.hugepages import KEEP
 from radialog_instruct.tasks.parallel import Background
 
 
@@ -60,3 +65,22 @@ def test_background_runs_in_process_while_other_threads_run():
     finally:
         stop.set()
         other.join()
+
+
+def _thp_enabled(env: dict[str, str]) -> str:
+    """/proc/self/status's THP_enabled of a child of a process that turned huge pages off."""
+    script = ("import subprocess\n"
+              "from radialog_instruct.tasks.hugepages import disable_transparent_hugepages\n"
+              "disable_transparent_hugepages()\n"
+              "status = subprocess.run(['cat', '/proc/self/status'], capture_output=True, text=True).stdout\n"
+              "print(status.split('THP_enabled:')[1].split()[0])\n")
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or "THP_enabled" not in Path("/proc/self/status").read_text(),
+                    reason="per-process transparent huge pages are a Linux >= 5.0 setting")
+def test_huge_pages_off_for_the_process_and_its_children_unless_kept():
+    env = {k: v for k, v in os.environ.items() if k != KEEP}
+    assert _thp_enabled(env) == "0"
+    assert _thp_enabled({**env, KEEP: "1"}) == Path("/proc/self/status").read_text().split("THP_enabled:")[1].split()[0]
