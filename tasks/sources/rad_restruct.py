@@ -45,7 +45,7 @@ def _str_list(value: Any) -> bool:
     if not isinstance(value, list):
         return False
     try:
-        "".join(value)  # a TypeError names the first element that is not a string
+        "".join(value)  # TypeError when an element is not a string (checked in C, no generator)
     except TypeError:
         return False
     return True
