@@ -48,8 +48,7 @@ from typing import Any
 
 from radialog_instruct.tasks.config import deep_merge, load_params
 from radialog_instruct.tasks.errors import InputError, StageFailure
-from radialog_instruct.tasks.hugepages import KEEP as THP_KEEP
-from radialog_instruct.tasks.hugepages import disable_transparent_hugepages
+from radialog_instruct.tasks.hugepages import disable_transparent_hugepages, turned_off
 from radialog_instruct.tasks.io import read_json, write_json
 from radialog_instruct.tasks.workdir import Workdir
 
@@ -242,7 +241,7 @@ def transparent_hugepages() -> dict[str, str | None]:
         path = Path("/sys/kernel/mm/transparent_hugepage") / name
         return path.read_text().strip() if path.exists() else None
     return {"enabled": setting("enabled"), "defrag": setting("defrag"),
-            "stage_processes": "off (prctl PR_SET_THP_DISABLE)" if os.environ.get(THP_KEEP) != "1" else "system"}
+            "stage_processes": "off (prctl PR_SET_THP_DISABLE)" if turned_off() else "system"}
 
 
 def ingest_from_zip(corpus: Path) -> dict[str, Any]:

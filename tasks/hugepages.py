@@ -21,10 +21,15 @@ PR_SET_THP_DISABLE = 41  # linux/prctl.h
 KEEP = "RADIALOG_THP"
 
 
+def turned_off() -> bool:
+    """Whether the pipeline turns huge pages off here: on Linux, unless ``RADIALOG_THP=1``."""
+    return sys.platform.startswith("linux") and os.environ.get(KEEP) != "1"
+
+
 def disable_transparent_hugepages() -> bool:
-    """Turn transparent huge pages off for this process and its future children (Linux only, and
-    not when ``RADIALOG_THP=1``); returns whether they are off."""
-    if not sys.platform.startswith("linux") or os.environ.get(KEEP) == "1":
+    """Turn transparent huge pages off for this process and its future children (when
+    :func:`turned_off`); returns whether they are off."""
+    if not turned_off():
         return False
     try:
         libc = ctypes.CDLL(None, use_errno=True)

@@ -42,7 +42,7 @@ def _remove(path: Path) -> None:
 
 def drop_written(fd: int) -> None:
     """Put what was written to the open file ``fd`` on disk and out of the page cache. A large
-    file streamed out part by part (the exports, assemble's spill files) then holds no memory:
+    file streamed out part by part (the exports) then holds no memory:
     each part's pages are freed and reused for the next instead of the cache growing by the whole
     file. It also makes the file durable before it is renamed into place. (A no-op where the
     platform has no fdatasync / posix_fadvise.)"""

@@ -66,10 +66,10 @@ class Background(Generic[R]):
         self.name = getattr(fn, "__qualname__", repr(fn))
         self._call: Callable[[], R] | None = None
         self._process = None
-        if _context().get_start_method() != "fork":
+        context = _context()
+        if context.get_start_method() != "fork":
             self._call = partial(fn, *args)
             return
-        context = multiprocessing.get_context("fork")
         self._results, sender = context.Pipe(duplex=False)
         self._process = context.Process(target=_send_result, args=(sender, fn, args), daemon=True)
         self._process.start()

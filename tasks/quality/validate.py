@@ -106,16 +106,15 @@ class _Shard:
     """What the checks need of one shard file."""
 
     name: str
-    rows: int
     frame: pd.DataFrame  # :func:`flat_frame`, for the ``shard`` suite
     schema_problems: list[str]
-    ids: pa.Table
+    ids: pa.Table  # :func:`id_columns`, one row per shard row
 
 
 def _prepared(version_dir: Path, split: str, path: Path) -> _Shard:
     table = pq.read_table(path)
-    return _Shard(path.relative_to(version_dir).as_posix(), table.num_rows, flat_frame(table, split),
-                  schema_problems(table.schema), id_columns(table))
+    return _Shard(path.relative_to(version_dir).as_posix(), flat_frame(table, split), schema_problems(table.schema),
+                  id_columns(table))
 
 
 def validate_version(version_dir: Path, cfg: ValidateConfig, *, exclude_failed_audit: bool) -> dict[str, Any]:
@@ -144,7 +143,7 @@ def validate_version(version_dir: Path, cfg: ValidateConfig, *, exclude_failed_a
     ids = []
     for shard in prepared:
         result = validator.run("shard", shard.frame)
-        shards[shard.name] = {"rows": shard.rows, "schema_problems": shard.schema_problems, **result.to_json()}
+        shards[shard.name] = {"rows": shard.ids.num_rows, "schema_problems": shard.schema_problems, **result.to_json()}
         shards[shard.name]["success"] = result.success and not shard.schema_problems
         ids.append(shard.ids)
     if not shards:

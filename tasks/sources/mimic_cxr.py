@@ -163,9 +163,9 @@ def iter_report_files(source: Path, want: Callable[[str], bool] | None = None) -
 def load_reports(source: Path, keep_raw: set[int] | frozenset[int] = frozenset(), *, raw_as: RawAs = str,
                  workers: int | None = None, batch_size: int = BATCH) -> tuple[pd.DataFrame, dict[int, Any]]:
     """One row per report file with its sections (see :mod:`.sections`), and ``raw_as`` of the raw
-    text of the studies in ``keep_raw`` (default: the text). ``source`` is the mimic-cxr-reports folder, its ``files`` folder or
-    mimic-cxr-reports.zip. Reading and parsing use ``workers`` processes (default: the CPU count,
-    at most 8; see :mod:`.report_parsing`)."""
+    text of the studies in ``keep_raw`` (default: the text). ``source`` is the mimic-cxr-reports
+    folder, its ``files`` folder or mimic-cxr-reports.zip. Reading and parsing use ``workers``
+    processes (default: the CPU count, at most 8; see :mod:`.report_parsing`)."""
     root, is_zip = report_source(source)
     table, raw = parse_reports(root, is_zip=is_zip, keep_raw=frozenset(keep_raw), raw_as=raw_as, workers=workers,
                                batch_size=batch_size)

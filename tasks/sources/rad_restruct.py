@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 import pandas as pd
 import pyarrow as pa
@@ -111,7 +110,7 @@ def _load(folder: Path) -> tuple[pa.Table, dict[str, int]]:
     if not isinstance(mapping, dict) or not isinstance(options, dict):
         raise InputError(folder, "mapping/answer option files must be JSON objects")
     known_answers = set(options)
-    columns = _Columns()
+    reports: list[_Report] = []
     notes = {"radrestruct_listed_ids": 0, "radrestruct_ids_without_qa": 0, "radrestruct_reports": 0,
              "radrestruct_reports_without_image": 0}
     seen: dict[str, str] = {}
@@ -136,47 +135,32 @@ def _load(folder: Path) -> tuple[pa.Table, dict[str, int]]:
             notes["radrestruct_reports"] += 1
             notes["radrestruct_reports_without_image"] += int(not images)
             structured = (folder / "new_reports" / f"{report_id}.json").exists()
-            columns.add_report(report_id, split, list(images), structured,
-                               [parse_qa_item(item, qa_path, index, known_answers) for index, item in enumerate(items)])
-    if not columns.items:
+            reports.append((report_id, split, list(images), structured,
+                            [parse_qa_item(item, qa_path, index, known_answers) for index, item in enumerate(items)]))
+    notes["radrestruct_qa_pairs"] = sum(len(r[4]) for r in reports)
+    if not notes["radrestruct_qa_pairs"]:
         raise InputError(folder, "no QA files found", expected="<split>_qa_pairs/<id>.json for the listed ids")
-    notes["radrestruct_qa_pairs"] = len(columns.items)
-    return columns.table(), notes
+    return _qa_table(reports), notes
 
 
-class _Columns:
-    """The QA rows, collected report by report and put in report id order as an Arrow table."""
+#: One report's (report_id, split, image ids, has a structured report, checked QA items).
+_Report = tuple[str, str, list[str], bool, list[tuple]]
 
-    def __init__(self) -> None:
-        self.reports: list[tuple[str, str, list[str], bool]] = []
-        self.items: list[tuple] = []
-        self.counts: list[int] = []
 
-    def add_report(self, report_id: str, split: str, images: list[str], structured: bool, items: list[tuple]) -> None:
-        self.reports.append((report_id, split, images, structured))
-        self.items += items
-        self.counts.append(len(items))
-
-    def table(self) -> pa.Table:
-        # reports by numeric id (ids that are not numbers last, by text); their QA pairs stay in file order
-        ids = pd.Series([r[0] for r in self.reports], dtype=object)
-        order = pd.DataFrame({"_num": pd.to_numeric(ids, errors="coerce"), "report_id": ids}) \
-            .sort_values(["_num", "report_id"], kind="stable").index.to_numpy()
-        counts = np.asarray(self.counts, dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        rows = np.concatenate([np.arange(starts[r], starts[r] + counts[r]) for r in order])
-        items = [self.items[i] for i in rows.tolist()]
-        owner = np.repeat(order, counts[order])
-        reports = [self.reports[r] for r in owner.tolist()]
-        question, answers, history, answer_type, options, path = zip(*items)
-        names = RADRESTRUCT_QA.names
-        arrays = {
-            "report_id": [r[0] for r in reports], "split": [r[1] for r in reports],
-            "qa_index": np.concatenate([np.arange(counts[r]) for r in order]).astype(np.int32),
-            "question": question, "answers": answers,
-            "history": [[{"question": q, "answers": a} for q, a in h] for h in history],
-            "answer_type": answer_type, "options": options, "path": path,
-            "image_ids": [r[2] for r in reports], "has_structured_report": [r[3] for r in reports],
-        }
-        return pa.table([pa.array(arrays[name], RADRESTRUCT_QA.field(name).type) for name in names],
-                        schema=RADRESTRUCT_QA)
+def _qa_table(reports: list[_Report]) -> pa.Table:
+    """One row per QA item: reports by numeric id (ids that are not numbers last, by text), each
+    report's items in file order."""
+    ids = pd.Series([r[0] for r in reports], dtype=object)
+    order = pd.DataFrame({"_num": pd.to_numeric(ids, errors="coerce"), "report_id": ids}) \
+        .sort_values(["_num", "report_id"], kind="stable").index
+    rows = [(report, index, item) for report in (reports[k] for k in order) for index, item in enumerate(report[4])]
+    question, answers, history, answer_type, options, path = zip(*(item for _, _, item in rows))
+    arrays = {
+        "report_id": [r[0] for r, _, _ in rows], "split": [r[1] for r, _, _ in rows],
+        "qa_index": [index for _, index, _ in rows],
+        "question": question, "answers": answers,
+        "history": [[{"question": q, "answers": a} for q, a in h] for h in history],
+        "answer_type": answer_type, "options": options, "path": path,
+        "image_ids": [r[2] for r, _, _ in rows], "has_structured_report": [r[3] for r, _, _ in rows],
+    }
+    return pa.table([pa.array(arrays[f.name], f.type) for f in RADRESTRUCT_QA], schema=RADRESTRUCT_QA)

@@ -246,8 +246,8 @@ def parse_reports(source: str, *, is_zip: bool, keep_raw: frozenset[int], raw_as
                   workers: int | None = None, batch_size: int = BATCH) -> tuple[pa.Table, dict[int, Any]]:
     """Every report under ``source`` (the ``files`` folder, or the zip) as rows of
     :data:`REPORT_ROWS` in file order, and ``raw_as(raw text)`` of the studies in ``keep_raw``
-    (made in the workers: e.g. MIMIC-NLE's sentence numbering). Workers
-    default to the CPU count (at most 8); one batch or less is parsed in-process."""
+    (made in the workers: e.g. MIMIC-NLE's sentence numbering). Workers default to the CPU count
+    (at most 8); one batch or less is parsed in-process."""
     units: list = zip_members(source) if is_zip else folder_units(source)
     task = partial(parse_zip_batch, source) if is_zip else parse_folder_batch
     units_iter = iter(units)
