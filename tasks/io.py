@@ -139,12 +139,17 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+def sha256_of(path: str | Path, chunk: int = 1 << 20) -> hashlib._Hash:
+    """A SHA-256 object fed with the bytes of ``path`` (to go on with bytes appended later)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             h.update(block)
-    return h.hexdigest()
+    return h
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    return sha256_of(path, chunk).hexdigest()
 
 
 def sha256_text(text: str) -> str:

@@ -26,8 +26,9 @@ from radialog_instruct.tasks.instruct.columns import (
     format_rows,
     json_escape,
     lower,
+    parts_of,
     render,
-    render_conversations,
+    render_turns,
     sample_id_hex,
     strip,
     turns,
@@ -127,12 +128,12 @@ def test_append_turns_equals_list_concatenation():
 
 
 @pytest.mark.parametrize("drop_last", [False, True])
-def test_render_conversations_equals_conversation_render(drop_last):
+def test_render_turns_equals_conversation_render(drop_last):
     conv = load_conversation()
     rows = conversations(80, seed=2)
     column = pa.array(rows, pa.list_(PLAN.field("history").type.value_type))
     expected = [conv.render(r[:-1] if drop_last else r) for r in rows]
-    assert render_conversations(column, conv, drop_last=drop_last).to_pylist() == expected
+    assert render_turns(*parts_of(column), conv, drop_last=drop_last).to_pylist() == expected
 
 
 def test_joined_names_equals_join_names():

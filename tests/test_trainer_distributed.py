@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +30,8 @@ from radialog_instruct.tasks.config import load_params
 from radialog_instruct.tasks.workdir import Workdir
 from radialog_instruct.trainer import run_train
 
+from cli_process import free_port
+
 pytestmark = pytest.mark.slow
 
 STEPS, MORE_STEPS = 6, 10
@@ -41,12 +42,6 @@ SETTINGS = {"train.dataset_version": VERSION, "train.micro_batch_size": 3, "trai
             "train.save_every": 3, "train.keep_checkpoints": 5, "train.shuffle_buffer": 64,
             "train.lora.dropout": 0.0, "train.eval_max_rows": None}
 RTOL, ATOL = 1e-5, 1e-5
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def overrides(**extra: object) -> list[str]:

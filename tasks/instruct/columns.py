@@ -246,17 +246,12 @@ def json_escape(values: Text) -> pa.Array:
     return scatter([values.take(pa.array(rest)), changed], [rest, rows], len(values))
 
 
-def render_conversations(messages: pa.ListArray | pa.ChunkedArray, conv: Conversation, *,
-                         drop_last: bool = False) -> pa.Array:
-    """:meth:`Conversation.render` of every row's turns (without its last turn with ``drop_last``),
-    the final ``ASSISTANT:`` included where the last rendered turn is the user's or there is none."""
-    return render_turns(*parts_of(messages), conv, drop_last=drop_last)
-
-
 def render_turns(offsets: np.ndarray, roles: pa.Array, contents: pa.Array, conv: Conversation, *,
                  drop_last: bool = False, constant: Callable[[str], str] = str) -> pa.Array:
-    """:func:`render_conversations` from turns taken apart (:func:`parts_of`); the format's own
-    strings pass through ``constant`` (e.g. JSON-escaping, when ``contents`` are escaped)."""
+    """:meth:`Conversation.render` of every row's turns, taken apart by :func:`parts_of` (without
+    its last turn with ``drop_last``), the final ``ASSISTANT:`` included where the last rendered
+    turn is the user's or there is none; the format's own strings pass through ``constant`` (e.g.
+    JSON-escaping, when ``contents`` are escaped)."""
     lengths = np.diff(offsets)
     if drop_last:
         owner = np.repeat(np.arange(len(lengths)), lengths)

@@ -23,7 +23,7 @@ import httpx
 
 from .. import __version__
 from ..errors import ConfigError, InputError
-from ..io import sha256_file
+from ..io import sha256_file, sha256_of
 from .physionet import Project
 from .transfer_progress import Progress
 
@@ -91,7 +91,7 @@ def _transfer(client: httpx.Client, url: str, part: Path, name: str, login: Logi
             match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
             if match is None or int(match.group(1)) != offset:
                 return None
-            digest, mode = _sha256_of(part), "ab"
+            digest, mode = sha256_of(part, CHUNK), "ab"
         else:  # 200: the whole file, whatever was asked
             digest, mode, offset = hashlib.sha256(), "wb", 0
         length = response.headers.get("Content-Length")
@@ -134,13 +134,3 @@ def raise_for_status(response: httpx.Response, url: str, login: Login | None) ->
     if code in (408, 425, 429) or code >= 500:
         raise TransientError(f"{url}: HTTP {code} from the server")
     raise InputError(url, f"HTTP {code} from the server", expected="200 or 206")
-
-
-def _sha256_of(path: Path) -> hashlib._Hash:
-    """A SHA-256 object fed with the bytes already in ``path``, to go on with the bytes appended
-    (:func:`..io.sha256_file` returns only the hex digest)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(CHUNK):
-            digest.update(block)
-    return digest
