@@ -30,7 +30,7 @@ from ..tasks.hugepages import disable_transparent_hugepages
 from ..tasks.io import write_text
 from ..tasks.workdir import Workdir
 from . import environment
-from .registry import BUILD_ORDER, check_options, forced_by_options, fresh_summary, validate_params
+from .registry import BUILD_ORDER, check_options, freshness, skipped_summary, validate_params, why_run
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Build the RaDialog-Instruct dataset and train on it.")
@@ -84,13 +84,13 @@ def execute(command: str, stages: Sequence[str], settings: dict[str, Any], wd: W
     for name in stages:
         check_options(name, options)
     with workdir_lock.hold(wd.root, command):  # one command per work dir; a second waits, then skips
-        if not how.force and not any(forced_by_options(n, options) for n in stages):
+        if not how.force:
             skipped: dict[str, dict[str, Any]] = {}
             for name in stages:  # the first stage to run decides: its outputs change the later inputs
-                summary = fresh_summary(name, settings, wd)
-                if summary is None:
+                state = freshness(name, settings, wd)[1]
+                if why_run(name, state, force=False, options=options) is not None:
                     break
-                skipped[name] = summary
+                skipped[name] = skipped_summary(state)
             else:
                 return skipped
         environment.prepare(wd.root)

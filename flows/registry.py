@@ -268,12 +268,6 @@ def skipped_summary(state: Freshness) -> Summary:
     return {**state.summary, "skipped": True}
 
 
-def fresh_summary(name: str, params: Params, wd: Workdir) -> Summary | None:
-    """The recorded summary when the stage is up to date, else None."""
-    state = freshness(name, params, wd)[1]
-    return skipped_summary(state) if state.fresh else None
-
-
 def check_options(name: str, options: dict[str, Any]) -> None:
     known = {o.name for o in STAGES[name].options}
     unknown = sorted(set(options) - known)
