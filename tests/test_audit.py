@@ -19,7 +19,7 @@ from radialog_instruct.tasks.quality.audit import (
     echo_ratio,
     is_english,
 )
-from radialog_instruct.tasks.quality.audit_report import render_html, render_markdown
+from radialog_instruct.tasks.quality.audit_report import examples, render_html, render_markdown
 from radialog_instruct.tasks.quality.verdicts import summarize
 
 LABELER = RuleLabeler()
@@ -218,8 +218,9 @@ def test_before_text_shows_the_report_to_correct():
 
 
 def test_report_of_an_empty_audit():
-    frame = pd.DataFrame({"sample_id": [], "task": [], "output": [], "audit": [], "before": [], "task_mode": []})
+    frame = pd.DataFrame({"sample_id": [], "task": [], "output": [], "audit": [], "task_mode": []})
     summary = summarize(frame, "rules@test", "requested (rules)")
     assert summary["rows"] == 0 and summary["pass_rate"] is None and summary["tasks"] == {}
-    assert "No failures." in render_html(frame, summary, 3) and "<img" not in render_html(frame, summary, 3)
-    assert "0 replay rows audited" in render_markdown(frame, summary, 3)
+    shown = examples(frame, 3, lambda ids: {})
+    assert "No failures." in render_html(frame, summary, shown) and "<img" not in render_html(frame, summary, shown)
+    assert "0 replay rows audited" in render_markdown(summary, shown)

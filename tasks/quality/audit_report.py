@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -145,8 +146,11 @@ def _excerpt(text: str) -> str:
     return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + " […]"
 
 
-def examples(frame: pd.DataFrame, per_reason: int) -> dict[str, list[dict[str, Any]]]:
-    """Reason category -> up to ``per_reason`` failing rows (first by sample id)."""
+def examples(frame: pd.DataFrame, per_reason: int,
+             before_of: Callable[[list[str]], dict[str, str]]) -> dict[str, list[dict[str, Any]]]:
+    """Reason category -> up to ``per_reason`` failing rows (first by sample id), each with what its
+    answer was judged against: ``before_of(sample ids)`` (:func:`.audit.before_texts`), asked for
+    the shown rows only."""
     ordered = frame.sort_values("sample_id")
     categories = ordered["audit"].map(lambda a: {reason_category(r) for r in a["reasons"]})
     out: dict[str, list[dict[str, Any]]] = {}
@@ -155,12 +159,17 @@ def examples(frame: pd.DataFrame, per_reason: int) -> dict[str, list[dict[str, A
         if len(hits) and per_reason:
             out[reason] = [{"sample_id": r.sample_id, "task": r.task,
                             "task_mode": r.task_mode if isinstance(r.task_mode, str) else None,
-                            "reasons": list(r.audit["reasons"]), "before": _excerpt(r.before),
+                            "reasons": list(r.audit["reasons"]),
                             "after": _excerpt(str(r.output or ""))} for r in hits.head(per_reason).itertuples()]
+    before = before_of(sorted({row["sample_id"] for rows in out.values() for row in rows}))
+    for rows in out.values():
+        for row in rows:
+            row["before"] = _excerpt(before[row["sample_id"]])
     return out
 
 
-def render_html(frame: pd.DataFrame, summary: dict[str, Any], per_reason: int) -> str:
+def render_html(frame: pd.DataFrame, summary: dict[str, Any], shown: dict[str, list[dict[str, Any]]]) -> str:
+    """The HTML report; ``shown``: :func:`examples`."""
     from jinja2 import Environment, StrictUndefined
 
     env = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -169,7 +178,7 @@ def render_html(frame: pd.DataFrame, summary: dict[str, Any], per_reason: int) -
     if len(frame):
         plots = {"pass_rates": plot_pass_rates(summary), "reasons": plot_reasons(summary),
                  "confusion": plot_confusion(summary), "lengths": plot_lengths(frame)}
-    return template.render(summary=summary, plots=plots, examples=examples(frame, per_reason),
+    return template.render(summary=summary, plots=plots, examples=shown,
                            findings=FINDINGS, reasons=REASONS, human_header=TABLE_HEADER,
                            human_rows=table_rows(summary["audit_vs_human"]) if "audit_vs_human" in summary else None,
                            human_lead=HUMAN_LEAD, not_reviewed=NOT_REVIEWED)
@@ -179,7 +188,8 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(frame: pd.DataFrame, summary: dict[str, Any], per_reason: int) -> str:
+def render_markdown(summary: dict[str, Any], shown: dict[str, list[dict[str, Any]]]) -> str:
+    """The markdown report; ``shown``: :func:`examples`."""
     rate = summary["pass_rate"]
     out = ["# Audit of the pseudo labels", "",
            f"{summary['rows']} replay rows audited with labeler `{summary['labeler']}`: {summary['passed']} passed, "
@@ -200,7 +210,7 @@ def render_markdown(frame: pd.DataFrame, summary: dict[str, Any], per_reason: in
     else:
         out.append(NOT_REVIEWED)
     out += ["", "## Examples per failure reason", ""]
-    for reason, rows in examples(frame, per_reason).items():
+    for reason, rows in shown.items():
         out += [f"### {reason} ({summary['reasons'][reason]} rows)", ""]
         for row in rows:
             out += [f"- `{row['sample_id']}` {row['task']}{' / ' + row['task_mode'] if row['task_mode'] else ''}: "
@@ -210,11 +220,13 @@ def render_markdown(frame: pd.DataFrame, summary: dict[str, Any], per_reason: in
     return "\n".join(out).rstrip() + "\n"
 
 
-def write_reports(frame: pd.DataFrame, summary: dict[str, Any], per_reason: int, wd: Workdir) -> None:
-    """``frame``: the audited replay rows with ``audit`` and ``before`` columns."""
+def write_reports(frame: pd.DataFrame, summary: dict[str, Any], per_reason: int,
+                  before_of: Callable[[list[str]], dict[str, str]], wd: Workdir) -> None:
+    """``frame``: the audited replay rows with their ``audit`` column."""
+    shown = examples(frame, per_reason, before_of)
     write_json(summary, wd.report(SUMMARY))
-    write_text(render_html(frame, summary, per_reason), wd.report(HTML))
-    write_text(render_markdown(frame, summary, per_reason), wd.report(MARKDOWN))
+    write_text(render_html(frame, summary, shown), wd.report(HTML))
+    write_text(render_markdown(summary, shown), wd.report(MARKDOWN))
 
 
 def audit_labeler(path: str | Path) -> tuple[str, str]:
@@ -224,16 +236,18 @@ def audit_labeler(path: str | Path) -> tuple[str, str]:
             meta.get(LABELER_REASON_KEY.encode(), b"unknown").decode())
 
 
-def report_audit(replay: pd.DataFrame, examples_per_reason: int, wd: Workdir) -> dict[str, Any]:
+def report_audit(replay: pd.DataFrame, examples_per_reason: int, before_of: Callable[[list[str]], dict[str, str]],
+                 wd: Workdir) -> dict[str, Any]:
     """Summary (with audit vs. human) and the HTML / markdown report of the audited replay rows.
 
-    ``replay``: ``sample_id``, ``task``, ``task_mode``, ``output``, ``before`` (what the answer is
-    judged against, :func:`.audit.before_text`), ``audit`` and ``decision`` (the human decision that
-    applies to the row's answer, or null); ``examples_per_reason``: ``audit.examples_per_reason``."""
+    ``replay``: ``sample_id``, ``task``, ``task_mode``, ``output``, ``audit`` and ``decision`` (the
+    human decision that applies to the row's answer, or null); ``examples_per_reason``:
+    ``audit.examples_per_reason``; ``before_of``: sample ids -> what each answer is judged against
+    (:func:`.audit.before_texts`), asked for the example rows only."""
     labeler, reason = audit_labeler(wd.table("audit"))
     summary = summarize(replay, labeler, reason)
     verdicts = replay["audit"].map(lambda a: a["verdict"])
     summary["audit_vs_human"] = audit_vs_human(pd.DataFrame(
         {"task": replay["task"], "verdict": verdicts, "decision": replay["decision"]}))
-    write_reports(replay, summary, examples_per_reason, wd)
+    write_reports(replay, summary, examples_per_reason, before_of, wd)
     return summary

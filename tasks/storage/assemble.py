@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import tempfile
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -323,21 +323,30 @@ def review_counts(index: RowIndex) -> dict[str, int]:
 
 
 def audited_rows(plan: pq.ParquetFile, index: RowIndex) -> Any:
-    """The audited replay rows as the audit report reads them (pandas, replay rows only, no
-    conversation: what each answer is judged against comes as the ``before`` text)."""
-    groups = []
-    for g in range(plan.num_row_groups):
-        group = plan.read_row_group(g, columns=["sample_id", "task", "task_mode", "gen_messages"])
-        group = group.filter(pc.is_valid(group.column("gen_messages")))
-        groups.append(group.drop_columns(["gen_messages"]).append_column(
-            "before", before_texts(group.column("gen_messages"))))
-    replay = pa.concat_tables(groups)
-    info = index.rows.filter(pc.is_valid(index.rows.column("audit_at")))
-    frame = replay.take(pc.index_in(info.column("sample_id"), value_set=replay.column("sample_id"))).to_pandas()
+    """The audited replay rows as the audit report reads them (pandas, in plan order, no
+    conversation: :func:`before_of` gives what an answer is judged against)."""
+    audited = pc.indices_nonzero(pc.is_valid(index.rows.column("audit_at")))  # index rows are in plan order
+    info = index.rows.take(audited)
+    frame = plan.read(columns=["sample_id", "task", "task_mode"]).take(audited).to_pandas()
     frame["output"] = answers(index.generations, info.column("cache_at")).to_pandas()
     frame["audit"] = index.audits.column("audit").take(info.column("audit_at")).to_pylist()
     frame["decision"] = info.column("decision").to_pylist()
     return frame
+
+
+def before_of(plan: pq.ParquetFile) -> Callable[[list[str]], dict[str, str]]:
+    """Sample ids -> what each replay answer was judged against (:func:`before_texts` of its
+    generation prompt), for the audit report's few examples."""
+    def texts(ids: list[str]) -> dict[str, str]:
+        if not ids:
+            return {}
+        wanted, out = pa.array(ids, pa.string()), {}
+        for g in range(plan.num_row_groups):
+            group = plan.read_row_group(g, columns=["sample_id", "gen_messages"])
+            group = group.filter(pc.is_in(group.column("sample_id"), value_set=wanted))
+            out.update(zip(group.column("sample_id").to_pylist(), before_texts(group.column("gen_messages")).to_pylist()))
+        return out
+    return texts
 
 
 def run_assemble(params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
@@ -384,7 +393,7 @@ def run_assemble(params: dict[str, Any], wd: Workdir) -> dict[str, Any]:
             for kind in cfg.exports:
                 exported.setdefault(kind, {})[split] = n
     if audited:
-        report_audit(audited_rows(plan, index), audit_config(params).examples_per_reason, wd)
+        report_audit(audited_rows(plan, index), audit_config(params).examples_per_reason, before_of(plan), wd)
     summary = {"version": cfg.version, "shards_dir": str(version_dir), **kept, "excluded": manifest["excluded"],
                "audited": audited, "review": review, "exports": exported}
     write_json(summary, wd.report(SUMMARY))
