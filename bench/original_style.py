@@ -1,14 +1,30 @@
 """The v1 dataset build done the way the original RaDialog scripts did it, for speed comparison.
 
-This mirrors the shape of the original ``create_section_files.py`` + ``data/create_data.py`` code
-path (see ../shared/reference/radialog-original.md, section 1): one sectioned CSV row per image
-written and read back, ``iterrows`` loops, a per-row DataFrame filter for every lookup (labels,
-report of a NLE, generated output of a replay row), a random split of the train images into six
-parts, and one big ``json.dump(indent=4)`` of the fused list. Model inference is excluded the same
-way as in our pipeline: replay outputs come from a dictionary filled before the clock starts.
+This mirrors the original ``create_section_files.py`` + ``data/create_data.py`` +
+``data/instruct_tasks.py`` code path (see ../shared/reference/radialog-original.md, section 1):
 
-It reuses our section parser (the original's is the same kind of regex pass over each report) so
-that the comparison measures the data handling, not two sectioning implementations.
+* one sectioned CSV row per image, written and read back, with a per-row DataFrame filter to find a
+  study's images;
+* the train dataset (``MIMIC_Text_Dataset``) built twice - for the task files and again in
+  ``fuse_instruct_dataset`` - each time reading the CSVs, ``apply``-ing lambdas per row and
+  deriving every row's positive labels from a per-row label Series;
+* every sample read through the dataset's ``__getitem__`` (``iloc``, the label Series cast to
+  float, a conversation object rendered to the report-generation prompt), both for the report
+  generation rows and for the rows of every task file;
+* a conversation object per task record, a random split of the train images into six parts,
+  per-task JSON files written and read back, per-row DataFrame filters for every lookup (the report
+  of a MIMIC-NLE line - twice, as the original does - and the labels of a task record), and one big
+  ``json.dump(indent=4)`` of the fused list.
+
+What it leaves out, so the figures are a lower bound for the original: the ``DataLoader`` batching
+and collation around ``__getitem__`` (the original ran it with 200 worker processes), the
+``tqdm`` bars, the images listed per study from the JPG folder (a filter on the metadata table
+stands in), and model inference - replay outputs come from a dictionary filled before the clock
+starts, as our pipeline's come from a pre-filled cache. Seeds are set (the original set none).
+
+It reuses our section parser (the original's is the same kind of regex pass over each report) and
+our conversation format, so that the comparison measures the data handling, not two sectioning
+implementations or prompt lengths.
 """
 
 from __future__ import annotations
@@ -16,11 +32,14 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from radialog_instruct.tasks.instruct.templates import load_templates
 from radialog_instruct.tasks.sources.sections import study_sections
+from radialog_instruct.tasks.text.conversation import load_conversation
 
 LABELS = ["No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
           "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
@@ -30,6 +49,33 @@ NLE_ORDER = ["Atelectasis", "Consolidation", "Edema", "Enlarged Cardiomediastinu
 RG_PROMPT = ("<image>. Predicted Findings: {findings}. You are to act as a radiologist and write the finding "
              "section of a chest x-ray radiology report for this X-ray image and the given predicted findings.")
 REPLAY = ("easy_language", "summarization", "region_qa", "correction")
+FORMAT = load_conversation()
+
+
+class Chat:
+    """The original's per-sample conversation object: turns appended one by one, the prompt built
+    by string concatenation (system prompt, then ``ROLE: text`` with alternating separators)."""
+
+    def __init__(self) -> None:
+        self.turns: list[tuple[str, str | None]] = []
+
+    def add(self, role: str, text: str | None) -> None:
+        self.turns.append((role, text))
+
+    def prompt(self) -> str:
+        seps = (FORMAT.sep, FORMAT.sep2)
+        out = FORMAT.system + FORMAT.sep
+        for i, (role, text) in enumerate(self.turns):
+            out += f"{role}: {text}{seps[i % 2]}" if text else f"{role}:"
+        return out
+
+
+def chat_prompt(*turns: str | None) -> str:
+    """A fresh :class:`Chat` with ``turns`` (user, assistant, user, ...) rendered to its prompt."""
+    chat = Chat()
+    for i, text in enumerate(turns):
+        chat.add((FORMAT.user, FORMAT.assistant)[i % 2], text)
+    return chat.prompt()
 
 
 def _instructions(task: str) -> list[str]:
@@ -54,99 +100,130 @@ def section_files(corpus: Path, out_csv: Path) -> int:
             rows.append({"study": path.stem, "impression": sections["impression"] or None,
                          "findings": sections["findings"] or None, "last_paragraph": sections["last_paragraph"],
                          "comparison": sections["comparison"], "dicom_id": image.dicom_id,
-                         "Img_Folder": f"{path.parent.parent.name}/{path.parent.name}/{path.stem}",
+                         "Img_Folder": f"files/{path.parent.parent.name}/{path.parent.name}/{path.stem}",
                          "Note_file": path.name})
     pd.DataFrame(rows).to_csv(out_csv)
     return len(rows)
 
 
-def train_dataset(corpus: Path, sectioned_csv: Path) -> pd.DataFrame:
-    """MIMIC_Text_Dataset(split="train"): train images with findings and their positive labels."""
-    jpg = corpus / "mimic-cxr-jpg"
-    df = pd.read_csv(sectioned_csv)
-    split = pd.read_csv(jpg / "mimic-cxr-2.0.0-split.csv.gz")
-    df = df[df.findings.notna()]
-    df = df[df.dicom_id.isin(split[split.split == "train"].dicom_id)]
-    df["findings"] = df.findings.str.replace("\n", "")
-    df["study_id"] = df.Note_file.str[1:-4].astype(int)
-    labels = pd.read_csv(jpg / "mimic-cxr-2.0.0-chexpert.csv.gz")
-    df = df.merge(labels, on="study_id", how="left")
-    df["positive_labels"] = df.apply(lambda r: ", ".join(c for c in LABELS if r[c] == 1), axis=1)
-    return df.reset_index(drop=True)
+class TrainDataset:
+    """MIMIC_Text_Dataset(split="train"): train images with findings, their labels and positive
+    labels; samples are read one at a time with ``[index]``."""
+
+    def __init__(self, corpus: Path, sectioned_csv: Path):
+        jpg = corpus / "mimic-cxr-jpg"
+        split = pd.read_csv(jpg / "mimic-cxr-2.0.0-split.csv.gz")
+        reports = pd.read_csv(sectioned_csv).dropna(subset=["findings"])
+        train_ids = set(split.loc[split["split"] == "train", "dicom_id"])
+        ann = reports.loc[reports["dicom_id"].isin(train_ids)].copy()
+        ann["findings"] = ann["findings"].apply(lambda x: x.replace("\n", ""))
+        ann["subject_id"] = ann["Img_Folder"].apply(lambda x: int(x.split("/")[2].lstrip("p")))
+        ann["study_id"] = ann["Note_file"].apply(lambda x: int(x.lstrip("s").removesuffix(".txt")))
+        labels = pd.read_csv(jpg / "mimic-cxr-2.0.0-chexpert.csv.gz").drop(columns="subject_id")
+        ann = pd.merge(ann, labels, how="left", on="study_id")
+        ann["positive_labels"] = ann.apply(
+            lambda row: ", ".join(LABELS[i] for i in np.where(row[LABELS].values == 1)[0]), axis=1)
+        self.annotation = ann
+
+    def __len__(self) -> int:
+        return len(self.annotation)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        ann = self.annotation.iloc[index]
+        labels = ann[LABELS].astype(float).values
+        no_labels = bool(np.all(np.isnan(labels) | (labels == 0) | (labels == -1.0)))
+        findings = "no common findings" if no_labels else ann["positive_labels"].lower().strip()
+        return {"text_input": chat_prompt(RG_PROMPT.format(findings=findings), None),
+                "text_target": ann["findings"].strip(), "chexpert_labels": labels, "dicom": ann["dicom_id"]}
 
 
-def replay_files(df: pd.DataFrame, outputs: dict[tuple[str, str], str], rng: random.Random, out: Path) -> None:
+def _dump(records: list[dict[str, Any]], path: Path) -> None:
+    with open(path, "w") as f:
+        json.dump(records, f, ensure_ascii=False, indent=4)
+
+
+def task_files(ds: TrainDataset, outputs: dict[tuple[str, str], str], rng: random.Random, out: Path) -> None:
     """create_report_data_vicuna_instruct_large(): six random parts, per-task JSON files."""
-    order = list(range(len(df)))
+    order = list(range(len(ds)))
     rng.shuffle(order)
     parts = [order[i::6] for i in range(6)]
     named = dict(zip(("easy_language", "correction", "summarization", "_", "region_qa", "cpqa"), parts))
-    for task in REPLAY:
+    for task in REPLAY:  # create_direct_task_data
         prompts = _instructions(task)
         records = []
-        for _, row in df.iloc[named[task]].iterrows():
-            instruction = rng.choice(prompts)
-            records.append({"gt_report": row.findings, "task": instruction, "input": "",
-                            "instruction": f"Report: {row.findings}\n{instruction}",
-                            "output": outputs[(task, row.dicom_id)], "dicom": row.dicom_id, "task_type": task})
-        (out / f"instruct_large_{task}.json").write_text(json.dumps(records))
-    qa = df.iloc[named["cpqa"]]
-    half = len(qa) // 2
-    for task, part in (("CPbQA", qa.iloc[:half]), ("CPaQA", qa.iloc[half:])):
+        for index in named[task]:
+            item, instruction = ds[index], rng.choice(prompts)
+            records.append({"gt_report": item["text_target"], "task": instruction,
+                            "instruction": chat_prompt(f"Report: {item['text_target']}\n{instruction}", None),
+                            "input": "", "output": outputs[(task, item["dicom"])], "dicom": item["dicom"],
+                            "task_type": task})
+        _dump(records, out / f"instruct_large_{task}.json")
+    cpqa = named["cpqa"]
+    half = len(cpqa) // 2
+    for task, part in (("CPbQA", cpqa[:half]), ("CPaQA", cpqa[half:])):  # create_cp_task_data
         records = []
-        for _, row in part.iterrows():
-            positives = [c for c in LABELS[1:] if row[c] == 1]
+        for index in part:
+            item = ds[index]
+            positives = [LABELS[i] for i in np.where(item["chexpert_labels"] == 1.0)[0]]
             if task == "CPbQA":
+                positives = [c for c in positives if c != "No Finding"]
                 if positives and rng.random() < 0.6:
                     label, answer = rng.choice(positives), "yes"
                 else:
                     label, answer = rng.choice([c for c in LABELS[1:] if c not in positives]), "no"
                 question = f"Is there any {label}?"
             else:
-                question, answer = "List all findings.", ", ".join(c for c in LABELS if row[c] == 1)
-            records.append({"gt_report": row.findings, "task": question, "input": "", "output": answer,
-                            "dicom": row.dicom_id, "task_type": task})
-        (out / f"instruct_large_{task}.json").write_text(json.dumps(records))
+                question, answer = "List all findings.", ", ".join(positives)
+            records.append({"gt_report": item["text_target"], "task": question, "input": "", "output": answer,
+                            "dicom": item["dicom"], "task_type": task})
+        _dump(records, out / f"instruct_large_{task}.json")
 
 
-def nle_file(corpus: Path, sectioned: pd.DataFrame, rng: random.Random, out: Path) -> None:
-    """The RE part: MIMIC-NLE lines whose sentence is in the study's findings."""
+def nle_file(corpus: Path, sectioned_csv: Path, rng: random.Random, out: Path) -> None:
+    """create_nle_task_data(): MIMIC-NLE lines whose sentence is in the study's findings."""
     prompts = _instructions("nle")
+    reports = pd.read_csv(sectioned_csv).dropna(subset=["findings"])
+    reports["findings"] = reports["findings"].apply(lambda x: x.replace("\n", ""))
     records = []
     for line in (corpus / "mimic-nle" / "mimic-nle-train.json").read_text().splitlines():
         nle = json.loads(line)
-        study = sectioned[sectioned.Note_file == nle["report_ID"] + ".txt"]  # per-row filter
-        if len(study) == 0 or not isinstance(study.iloc[0].findings, str):
+        note = nle["report_ID"] + ".txt"
+        found = reports[reports["Note_file"] == note]["findings"].tolist()  # per-row filter
+        if not found or nle["nle"] not in found[0]:
             continue
-        findings = study.iloc[0].findings.replace("\n", "")
-        if nle["nle"] not in findings:
-            continue
-        names = [n for n, flag in zip(NLE_ORDER, nle["diagnosis_label"]) if flag == 1]
-        records.append({"gt_report": findings, "task": rng.choice(prompts).replace("{conditions}", ", ".join(names)),
-                        "input": "", "output": nle["nle"], "dicom": study.iloc[0].dicom_id, "task_type": "RE"})
-    (out / "instruct_large_RE.json").write_text(json.dumps(records))
+        dicom = reports[reports["Note_file"] == note]["dicom_id"].tolist()[0]  # and again, as the original
+        names = ", ".join(n for n, flag in zip(NLE_ORDER, nle["diagnosis_label"]) if flag == 1)
+        records.append({"gt_report": found[0], "task": rng.choice(prompts).replace("{conditions}", " and ".join(names.rsplit(", ", 1))),
+                        "input": "", "output": nle["nle"], "dicom": dicom, "task_type": "RE"})
+    _dump(records, out / "instruct_large_RE.json")
 
 
-def fuse(df: pd.DataFrame, rng: random.Random, out: Path) -> int:
-    """fuse_instruct_dataset(): RG rows (two simulated epochs) + chat rows, shuffled, one JSON dump."""
-    findings_rows = df[(df["No Finding"] != 1) & (df[LABELS[1:]] == 1).any(axis=1)]
-    others = df.drop(findings_rows.index)
-    rg = pd.concat([findings_rows, findings_rows])
-    rg = pd.concat([rg, others.sample(min(len(others), int(len(rg) / 13)), random_state=rng.randrange(2**31))])
+def fuse(corpus: Path, sectioned_csv: Path, rng: random.Random, out: Path) -> int:
+    """fuse_instruct_dataset(): the train dataset built again, RG rows (two simulated epochs) read
+    through it, the task files' records turned into chat prompts, shuffled, one JSON dump."""
+    ds = TrainDataset(corpus, sectioned_csv)
+    ann = ds.annotation
+    no_finding = ann[(ann["No Finding"] == 1) | ((ann[LABELS] == 1).sum(axis=1) == 0)].index
+    finding = ann.index.difference(no_finding).tolist() * 2
+    no_finding = no_finding.tolist()
+    indices = finding + rng.sample(no_finding, min(len(no_finding), int(len(finding) * 14 / 13 / 14)))
     samples = []
-    for _, row in rg.iterrows():
-        samples.append({"instruction": f"USER: {RG_PROMPT.format(findings=row.positive_labels.lower())} ASSISTANT:",
-                        "input": "", "output": row.findings.strip(), "dicom": row.dicom_id})
+    for index in indices:
+        item = ds[index]
+        samples.append({"instruction": item["text_input"], "input": "", "output": item["text_target"],
+                        "dicom": item["dicom"]})
     for path in sorted(out.glob("instruct_large_*.json")):
+        all_findings = path.stem.endswith("CPaQA")
         for record in json.loads(path.read_text()):
-            row = df[df.dicom_id == record["dicom"]]  # per-row filter
-            labels = row.iloc[0].positive_labels.lower() if len(row) else "no common findings"
-            history = f"USER: {RG_PROMPT.format(findings=labels)} ASSISTANT: {record['gt_report']}</s>"
-            samples.append({"instruction": f"{history}USER: {record['task']} ASSISTANT:", "input": "",
-                            "output": str(record["output"]).strip(), "dicom": record["dicom"]})
+            instruction = chat_prompt(RG_PROMPT, record["gt_report"], record["task"], None)
+            row = ann[ann["dicom_id"] == record["dicom"]]  # per-row filter
+            labels = row.iloc[0]["positive_labels"].lower().strip() if len(row) else "no common findings"
+            output = str(record["output"])
+            samples.append({"instruction": instruction.replace("{findings}", labels), "input": "",
+                            "output": output.lower().strip() if all_findings else output.strip(),
+                            "dicom": record["dicom"]})
     rng.shuffle(samples)
-    with open(out / "mimic_cxr_instruct_stratified.json", "w") as f:
-        json.dump(samples, f, indent=4)
+    _dump(samples, out / "mimic_cxr_instruct_stratified.json")
     return len(samples)
 
 
@@ -164,9 +241,8 @@ def build(corpus: Path, out: Path, outputs: dict[tuple[str, str], str], seed: in
     """The whole original-style build; returns the number of samples in the fused JSON."""
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    section_files(corpus, out / "mimic_cxr_sectioned.csv")
-    df = train_dataset(corpus, out / "mimic_cxr_sectioned.csv")
-    replay_files(df, outputs, rng, out)
-    nle_file(corpus, pd.read_csv(out / "mimic_cxr_sectioned.csv"), rng, out)
-    return fuse(df, rng, out)
-
+    sectioned = out / "mimic_cxr_sectioned.csv"
+    section_files(corpus, sectioned)
+    task_files(TrainDataset(corpus, sectioned), outputs, rng, out)
+    nle_file(corpus, sectioned, rng, out)
+    return fuse(corpus, sectioned, rng, out)
