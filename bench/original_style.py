@@ -52,30 +52,10 @@ REPLAY = ("easy_language", "summarization", "region_qa", "correction")
 FORMAT = load_conversation()
 
 
-class Chat:
-    """The original's per-sample conversation object: turns appended one by one, the prompt built
-    by string concatenation (system prompt, then ``ROLE: text`` with alternating separators)."""
-
-    def __init__(self) -> None:
-        self.turns: list[tuple[str, str | None]] = []
-
-    def add(self, role: str, text: str | None) -> None:
-        self.turns.append((role, text))
-
-    def prompt(self) -> str:
-        seps = (FORMAT.sep, FORMAT.sep2)
-        out = FORMAT.system + FORMAT.sep
-        for i, (role, text) in enumerate(self.turns):
-            out += f"{role}: {text}{seps[i % 2]}" if text else f"{role}:"
-        return out
-
-
-def chat_prompt(*turns: str | None) -> str:
-    """A fresh :class:`Chat` with ``turns`` (user, assistant, user, ...) rendered to its prompt."""
-    chat = Chat()
-    for i, text in enumerate(turns):
-        chat.add((FORMAT.user, FORMAT.assistant)[i % 2], text)
-    return chat.prompt()
+def chat_prompt(*turns: str) -> str:
+    """The original's per-sample conversation: ``turns`` (user, assistant, user, ...) rendered with
+    the system prompt and an open assistant turn at the end (our conversation format's renderer)."""
+    return FORMAT.render([{"role": ("user", "assistant")[i % 2], "content": text} for i, text in enumerate(turns)])
 
 
 def _instructions(task: str) -> list[str]:
@@ -133,7 +113,7 @@ class TrainDataset:
         labels = ann[LABELS].astype(float).values
         no_labels = bool(np.all(np.isnan(labels) | (labels == 0) | (labels == -1.0)))
         findings = "no common findings" if no_labels else ann["positive_labels"].lower().strip()
-        return {"text_input": chat_prompt(RG_PROMPT.format(findings=findings), None),
+        return {"text_input": chat_prompt(RG_PROMPT.format(findings=findings)),
                 "text_target": ann["findings"].strip(), "chexpert_labels": labels, "dicom": ann["dicom_id"]}
 
 
@@ -154,7 +134,7 @@ def task_files(ds: TrainDataset, outputs: dict[tuple[str, str], str], rng: rando
         for index in named[task]:
             item, instruction = ds[index], rng.choice(prompts)
             records.append({"gt_report": item["text_target"], "task": instruction,
-                            "instruction": chat_prompt(f"Report: {item['text_target']}\n{instruction}", None),
+                            "instruction": chat_prompt(f"Report: {item['text_target']}\n{instruction}"),
                             "input": "", "output": outputs[(task, item["dicom"])], "dicom": item["dicom"],
                             "task_type": task})
         _dump(records, out / f"instruct_large_{task}.json")
@@ -215,7 +195,7 @@ def fuse(corpus: Path, sectioned_csv: Path, rng: random.Random, out: Path) -> in
     for path in sorted(out.glob("instruct_large_*.json")):
         all_findings = path.stem.endswith("CPaQA")
         for record in json.loads(path.read_text()):
-            instruction = chat_prompt(RG_PROMPT, record["gt_report"], record["task"], None)
+            instruction = chat_prompt(RG_PROMPT, record["gt_report"], record["task"])
             row = ann[ann["dicom_id"] == record["dicom"]]  # per-row filter
             labels = row.iloc[0]["positive_labels"].lower().strip() if len(row) else "no common findings"
             output = str(record["output"])

@@ -244,21 +244,31 @@ def page_cache(corpus: Path, *, keep: bool) -> None:
                 os.close(fd)
 
 
-def cold_ingest(corpus: Path) -> dict[str, Any]:
-    """The ingest stage on ``corpus`` dropped from the page cache (leaves it in the cache)."""
-    page_cache(corpus, keep=False)
-    workdir = WORK / "pipeline-cold"
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
-    print("ingest from a cold page cache:", flush=True)
-    out = run_stage("ingest", corpus, workdir, "radialog-v1.1")
+def fresh_dir(path: Path) -> Path:
+    """``path`` as a new empty folder."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def ingest_alone(corpus: Path, title: str, reports: Path | None = None) -> dict[str, Any]:
+    """The ingest stage once more on ``corpus`` (reading ``reports`` when given), in a scratch
+    workdir that is removed afterwards."""
+    workdir = fresh_dir(WORK / "pipeline-ingest")
+    print(f"ingest {title}:", flush=True)
+    out = run_stage("ingest", corpus, workdir, "radialog-v1.1", reports=reports)
     shutil.rmtree(workdir)
     return out
 
 
+def cold_ingest(corpus: Path) -> dict[str, Any]:
+    """The ingest stage on ``corpus`` dropped from the page cache (leaves it in the cache)."""
+    page_cache(corpus, keep=False)
+    return ingest_alone(corpus, "from a cold page cache")
+
+
 def run_ours(corpus: Path, workdir: Path, preset: str, *, validate: bool) -> dict[str, Any]:
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
+    fresh_dir(workdir)
     names = ["ingest", "label", "plan", "prefill", "assemble", *(["validate"] if validate else [])]
     stages = {name: run_stage(name, corpus, workdir, preset) for name in names}
     timed = {k: v for k, v in stages.items() if k not in UNTIMED}
@@ -288,13 +298,7 @@ def ingest_from_zip(corpus: Path) -> dict[str, Any]:
     if not archive.exists():
         print(f"packing {archive} ...", flush=True)
         reports_zip(corpus)
-    workdir = WORK / "pipeline-zip"
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
-    print("ingest from the zip:", flush=True)
-    out = run_stage("ingest", corpus, workdir, "radialog-v1.1", reports=archive)
-    shutil.rmtree(workdir)
-    return out
+    return ingest_alone(corpus, "from the zip", reports=archive)
 
 
 def corpus_at(path: Path, studies: int) -> dict[str, Any]:
@@ -315,9 +319,7 @@ def side_by_side(studies: int, repeats: int) -> dict[str, Any]:
     corpus = corpus_at(sub, studies)
     print(f"side by side on {studies} studies (v1 tasks):", flush=True)
     page_cache(sub, keep=True)  # both paths read the corpus from the page cache
-    original_dir = WORK / "original-style"
-    shutil.rmtree(original_dir, ignore_errors=True)
-    original_dir.mkdir(parents=True)
+    original_dir = fresh_dir(WORK / "original-style")
     original = run_stage("original", sub, original_dir, "radialog-v1")
     shutil.rmtree(original_dir)
     original["samples"] = original.pop("returned")
